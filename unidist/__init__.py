@@ -1,0 +1,38 @@
+"""unidist: shared locks, counters, state buckets and persistent queues for scripts and fleets."""
+
+from __future__ import annotations
+
+from unidist.backends import connect
+from unidist.backends.base import Backend
+from unidist.errors import (
+    BackendUnavailable,
+    ClusterFileError,
+    CorruptData,
+    Empty,
+    InvalidName,
+    InvalidURL,
+    LockNotOwned,
+    LockTimeout,
+    OutcomeUnknown,
+    SerializationError,
+    UnidistError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "ClusterFileError",
+    "CorruptData",
+    "Empty",
+    "InvalidName",
+    "InvalidURL",
+    "LockNotOwned",
+    "LockTimeout",
+    "OutcomeUnknown",
+    "SerializationError",
+    "UnidistError",
+    "__version__",
+    "connect",
+]
