@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from unidist.backends import connect
 from unidist.backends.base import Backend
+from unidist.counter import SharedCounter
 from unidist.errors import (
     BackendUnavailable,
     ClusterFileError,
@@ -17,6 +18,9 @@ from unidist.errors import (
     SerializationError,
     UnidistError,
 )
+from unidist.lock import SharedLock, SharedSemaphore
+from unidist.queue import Message, MessageQueue
+from unidist.state import SharedState
 
 __version__ = "0.1.0.dev0"
 
@@ -30,8 +34,14 @@ __all__ = [
     "InvalidURL",
     "LockNotOwned",
     "LockTimeout",
+    "Message",
+    "MessageQueue",
     "OutcomeUnknown",
     "SerializationError",
+    "SharedCounter",
+    "SharedLock",
+    "SharedSemaphore",
+    "SharedState",
     "UnidistError",
     "__version__",
     "connect",

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final, TypeAlias, Union
+from typing import Any, Final, TypeAlias
 
 from unidist.errors import CorruptData, SerializationError
 
 __all__ = ["JSON", "decode", "encode"]
 
-JSON: TypeAlias = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]
+JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 """A JSON value as Python holds it."""
 
 _ENCODER: Final = json.JSONEncoder(

@@ -58,7 +58,8 @@ def _backend_class(url: str) -> type[Backend]:
         )
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    assert isinstance(cls, type) and issubclass(cls, Backend)
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise InvalidURL(f"{target} registered for {scheme}:// is not a Backend subclass")
     return cls
 
 

@@ -217,7 +217,7 @@ class Backend(abc.ABC):
         Another holder is never touched. Wakes waiters."""
 
     @abc.abstractmethod
-    def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | None | bool:
+    def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | bool | None:
         """Extend ``holder``'s lease to now + ``ttl`` (None: no expiry).
 
         Returns:
@@ -240,9 +240,13 @@ class Backend(abc.ABC):
         """Every lock/semaphore name with at least one live holder, mapped to its owners."""
 
     @abc.abstractmethod
-    def lock_wait(self, name: str, timeout: float) -> None:
+    def lock_wait(self, name: str, timeout: float, holder: str | None = None) -> None:
         """Block for at most ``timeout`` seconds or until a slot of ``name`` may have been
-        freed. Spurious early returns are allowed; callers re-check with ``lock_acquire``."""
+        freed. Spurious early returns are allowed; callers re-check with ``lock_acquire``.
+
+        ``holder`` is the waiter registration of the caller (from ``lock_acquire(...,
+        waiting=True)``): a backend may use it to wake exactly the waiter whose turn it is
+        instead of every waiter."""
 
     # ------------------------------------------------------------------ counters
     @abc.abstractmethod

@@ -1,0 +1,745 @@
+"""``memory://`` — shared by the threads of one process.
+
+URL forms: ``memory://`` (the process-wide default store) and ``memory://NAME`` (a separate
+store). Options:
+
+* ``snapshot=/path/file.json``: restore counters, state buckets, queues and lock fencing-token
+  high-water marks from that file at start, and write them back every ``interval`` seconds
+  (when something changed), at :meth:`MemoryBackend.close` and at interpreter exit. Locks are
+  never snapshotted; messages in flight at the snapshot come back ready (at-least-once).
+* ``interval=S`` (default 5): seconds between snapshots.
+
+Guarantees: every operation is atomic (one condition variable guards the whole store); waits
+are woken at once by the operation that ends them. Without ``snapshot`` nothing survives the
+process; with it, at most the last ``interval`` seconds of changes are lost on a crash, and the
+snapshot file itself is always whole (written to a temporary file, fsynced, renamed, directory
+fsynced).
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import itertools
+import json
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from unidist._names import check_name
+from unidist.backends._url import OptionParser, ParsedURL, opt_float, opt_str
+from unidist.backends.base import Backend, Delivery, LockGrant, Scope
+from unidist.codec import JSON
+from unidist.errors import BackendUnavailable, CorruptData, InvalidURL
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_SNAPSHOT_FORMAT = 1
+
+
+def _close_at_exit(ref: weakref.ref[MemoryBackend]) -> None:
+    backend = ref()
+    if backend is not None:
+        backend.close()
+
+
+@dataclass
+class _Slot:
+    holder: str
+    token: int
+    acquired_at: float
+    expires_at: float | None
+    info: dict[str, JSON]
+
+    def record(self, name: str) -> dict[str, JSON]:
+        rec: dict[str, JSON] = dict(self.info)
+        rec.update(
+            name=name,
+            holder=self.holder,
+            token=self.token,
+            acquired_at=self.acquired_at,
+            expires_at=self.expires_at,
+        )
+        return rec
+
+
+@dataclass
+class _Lock:
+    slots: dict[str, _Slot] = field(default_factory=dict)
+    # holder -> (registration order, expiry monotonic); dicts keep insertion order, and a
+    # registration keeps its first place, so iteration order is FIFO order.
+    waiters: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # holder -> event set when it is that waiter's turn (woken one by one, in FIFO order)
+    events: dict[str, threading.Event] = field(default_factory=dict)
+    limit: int = 1
+
+    def wake_turns(self) -> None:
+        """Set the events of the waiters that could now be granted a slot."""
+        free = self.limit - len(self.slots)
+        if free <= 0:
+            return
+        for holder in itertools.islice(self.waiters, free):
+            event = self.events.get(holder)
+            if event is not None:
+                event.set()
+
+
+@dataclass
+class _Msg:
+    id: str
+    body: str
+    priority: int
+    seq: int
+    enqueued_at: float
+    attempts: int = 0
+    state: str = "ready"  # ready | delayed | inflight | dead
+    due: float = 0.0  # delayed: due time; inflight: visibility deadline (wall clock)
+    receipt: str = ""
+
+
+@dataclass
+class _Queue:
+    msgs: dict[str, _Msg] = field(default_factory=dict)
+    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-priority, seq, id)
+    delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (due, seq, id)
+    inflight: list[tuple[float, str, str]] = field(default_factory=list)  # (deadline, id, receipt)
+    dead: dict[str, None] = field(default_factory=dict)  # ordered set of ids
+
+
+class MemoryBackend(Backend):
+    """Threads of one process sharing a store. See the module docs for options."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("memory",)
+    options: ClassVar[dict[str, OptionParser]] = {"snapshot": opt_str, "interval": opt_float}
+    scope: ClassVar[Scope] = "process"
+
+    def __init__(self, parsed: ParsedURL) -> None:
+        super().__init__(parsed)
+        if parsed.path not in ("", "/"):
+            raise InvalidURL(f"memory:// URLs take a store name, not a path: {parsed.url!r}")
+        if parsed.netloc:
+            check_name(parsed.netloc, "memory store name")
+        self._cond = threading.Condition(threading.RLock())
+        self._seq = itertools.count(1)
+        self._locks: dict[str, _Lock] = {}
+        self._tokens: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._state: dict[str, dict[str, str]] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._members: dict[str, dict[str, tuple[float, dict[str, JSON]]]] = {}
+        self._dirty = False
+        self._closed = False
+        self._snapshot_path: Path | None = None
+        self._interval: float = parsed.options.get("interval", 5.0)
+        if self._interval <= 0:
+            raise InvalidURL(f"interval must be > 0 seconds in {parsed.url!r}")
+        snap = parsed.options.get("snapshot")
+        if snap is not None:
+            if not snap.startswith("/"):
+                raise InvalidURL(f"snapshot must be an absolute file path in {parsed.url!r}")
+            self._snapshot_path = Path(snap)
+            self._load_snapshot()
+            self._stop = threading.Event()
+            self._writer = threading.Thread(
+                target=self._snapshot_loop, name="unidist-memory-snapshot", daemon=True
+            )
+            self._writer.start()
+            atexit.register(_close_at_exit, weakref.ref(self))
+
+    # ------------------------------------------------------------------ lifecycle
+    def ping(self) -> None:
+        if self._closed:
+            raise BackendUnavailable("memory backend is closed", url=self.url)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._snapshot_path is not None:
+            self._stop.set()
+            if self._writer is not threading.current_thread():
+                self._writer.join(timeout=5)
+            self.write_snapshot()
+        with self._cond:
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ snapshot
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._dirty:
+                try:
+                    self.write_snapshot()
+                except OSError:  # pragma: no cover - reported on the next explicit write
+                    pass
+
+    def _export(self) -> dict[str, Any]:
+        queues: dict[str, list[list[Any]]] = {}
+        for qname, q in self._queues.items():
+            rows = []
+            for m in sorted(q.msgs.values(), key=lambda m: m.seq):
+                state = "ready" if m.state == "inflight" else m.state
+                rows.append([m.id, m.body, m.priority, m.enqueued_at, m.attempts, state, m.due])
+            if rows:
+                queues[qname] = rows
+        return {
+            "format": _SNAPSHOT_FORMAT,
+            "written_at": time.time(),
+            "counters": dict(self._counters),
+            "state": {b: dict(kv) for b, kv in self._state.items() if kv},
+            "tokens": dict(self._tokens),
+            "queues": queues,
+        }
+
+    def write_snapshot(self) -> None:
+        """Write the snapshot file now (atomic replace + fsync). No-op without ``snapshot=``.
+
+        Raises:
+            BackendUnavailable: the file cannot be written.
+        """
+        path = self._snapshot_path
+        if path is None:
+            return
+        with self._cond:
+            data = json.dumps(self._export(), ensure_ascii=False, separators=(",", ":"))
+            self._dirty = False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, data.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            self._dirty = True
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise BackendUnavailable(
+                f"cannot write memory snapshot {path}: {exc.strerror}", url=self.url
+            ) from exc
+
+    def _load_snapshot(self) -> None:
+        path = self._snapshot_path
+        assert path is not None
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot read memory snapshot {path}: {exc.strerror}", url=self.url
+            ) from exc
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("format") != _SNAPSHOT_FORMAT:
+                raise ValueError("not a unidist memory snapshot")
+            self._counters = {str(k): int(v) for k, v in data["counters"].items()}
+            self._tokens = {str(k): int(v) for k, v in data["tokens"].items()}
+            self._state = {
+                str(b): {str(k): str(v) for k, v in kv.items()} for b, kv in data["state"].items()
+            }
+            for qname, rows in data["queues"].items():
+                q = self._queues.setdefault(str(qname), _Queue())
+                for mid, body, prio, enq, attempts, state, due in rows:
+                    m = _Msg(str(mid), str(body), int(prio), next(self._seq), float(enq))
+                    m.attempts = int(attempts)
+                    q.msgs[m.id] = m
+                    if state == "dead":
+                        m.state = "dead"
+                        q.dead[m.id] = None
+                    elif state == "delayed":
+                        self._q_delay(q, m, float(due))
+                    else:
+                        self._q_ready(q, m)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CorruptData(
+                f"memory snapshot {path} is damaged: {exc}", path=str(path), offset=-1
+            ) from exc
+
+    def _changed(self) -> None:
+        self._dirty = True
+
+    # ------------------------------------------------------------------ locks
+    def _lock(self, name: str) -> _Lock:
+        lk = self._locks.get(name)
+        if lk is None:
+            lk = self._locks[name] = _Lock()
+        return lk
+
+    @staticmethod
+    def _prune(lk: _Lock) -> None:
+        now = time.time()
+        for h in [
+            h for h, s in lk.slots.items() if s.expires_at is not None and s.expires_at <= now
+        ]:
+            del lk.slots[h]
+        mono = time.monotonic()
+        for h in [h for h, (_, exp) in lk.waiters.items() if exp <= mono]:
+            del lk.waiters[h]
+            lk.events.pop(h, None)
+
+    def lock_acquire(
+        self,
+        name: str,
+        limit: int,
+        holder: str,
+        info: Mapping[str, JSON],
+        ttl: float | None,
+        *,
+        waiting: bool = False,
+    ) -> LockGrant | None:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._lock(name)
+            self._prune(lk)
+            lk.limit = limit
+            free = limit - len(lk.slots)
+            ahead = len(lk.waiters)
+            if holder in lk.waiters:
+                ahead = next(i for i, other in enumerate(lk.waiters) if other == holder)
+            if free > ahead:
+                lk.waiters.pop(holder, None)
+                lk.events.pop(holder, None)
+                token = self._tokens.get(name, 0) + 1
+                self._tokens[name] = token
+                now = time.time()
+                slot = _Slot(holder, token, now, None if ttl is None else now + ttl, dict(info))
+                lk.slots[holder] = slot
+                self._changed()
+                return LockGrant(name, holder, token, slot.acquired_at, slot.expires_at)
+            if waiting:
+                reg = lk.waiters.get(holder)
+                order = reg[0] if reg is not None else next(self._seq)
+                lk.waiters[holder] = (order, time.monotonic() + self.WAITER_TTL)
+                event = lk.events.get(holder)
+                if event is None:
+                    lk.events[holder] = threading.Event()
+                else:
+                    event.clear()
+            return None
+
+    def lock_cancel_wait(self, name: str, holder: str) -> None:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is not None and lk.waiters.pop(holder, None) is not None:
+                lk.events.pop(holder, None)
+                lk.wake_turns()
+
+    def lock_release(self, name: str, holder: str) -> bool:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is None:
+                return False
+            self._prune(lk)
+            if lk.slots.pop(holder, None) is None:
+                return False
+            if not lk.slots and not lk.waiters:
+                del self._locks[name]
+            else:
+                lk.wake_turns()
+            return True
+
+    def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | bool | None:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is None:
+                return False
+            self._prune(lk)
+            slot = lk.slots.get(holder)
+            if slot is None:
+                return False
+            slot.expires_at = None if ttl is None else time.time() + ttl
+            return slot.expires_at
+
+    def lock_owners(self, name: str) -> list[dict[str, JSON]]:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is None:
+                return []
+            self._prune(lk)
+            slots = sorted(lk.slots.values(), key=lambda s: (s.acquired_at, s.token))
+            return [s.record(name) for s in slots]
+
+    def lock_break(self, name: str) -> int:
+        check_name(name, "lock name")
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is None:
+                return 0
+            self._prune(lk)
+            n = len(lk.slots)
+            lk.slots.clear()
+            lk.wake_turns()
+            return n
+
+    def locks(self) -> dict[str, list[dict[str, JSON]]]:
+        with self._cond:
+            out = {}
+            for name in sorted(self._locks):
+                owners = self.lock_owners(name)
+                if owners:
+                    out[name] = owners
+            return out
+
+    def lock_wait(self, name: str, timeout: float, holder: str | None = None) -> None:
+        with self._cond:
+            lk = self._locks.get(name)
+            if lk is None or self._closed:
+                return
+            self._prune(lk)
+            # A lease that expires while we wait frees a slot without any release call.
+            expiries = [s.expires_at for s in lk.slots.values() if s.expires_at is not None]
+            if expiries:
+                timeout = min(timeout, max(0.0, min(expiries) - time.time()))
+            event = lk.events.get(holder) if holder is not None else None
+            if event is None:
+                # No registration to wake: wait out the slice (callers always register).
+                event = threading.Event()
+        event.wait(timeout)
+
+    # ------------------------------------------------------------------ counters
+    def counter_add(self, name: str, delta: int, request_id: str) -> int:
+        check_name(name, "counter name")
+        with self._cond:
+            value = self._counters.get(name, 0) + delta
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise OverflowError(f"counter {name!r} would leave the signed 64-bit range")
+            self._counters[name] = value
+            self._changed()
+            return value
+
+    def counter_get(self, name: str) -> int:
+        check_name(name, "counter name")
+        with self._cond:
+            return self._counters.get(name, 0)
+
+    def counter_set(self, name: str, value: int) -> None:
+        check_name(name, "counter name")
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise OverflowError(f"counter value {value} is outside the signed 64-bit range")
+        with self._cond:
+            self._counters[name] = value
+            self._changed()
+
+    def counters(self) -> dict[str, int]:
+        with self._cond:
+            return dict(sorted(self._counters.items()))
+
+    # ------------------------------------------------------------------ state
+    def _bucket(self, bucket: str) -> dict[str, str]:
+        check_name(bucket, "bucket name")
+        kv = self._state.get(bucket)
+        if kv is None:
+            kv = self._state[bucket] = {}
+        return kv
+
+    def state_get(self, bucket: str, key: str) -> str | None:
+        with self._cond:
+            return self._bucket(bucket).get(key)
+
+    def state_set(self, bucket: str, key: str, value: str) -> None:
+        with self._cond:
+            self._bucket(bucket)[key] = value
+            self._changed()
+
+    def state_update(self, bucket: str, items: Mapping[str, str]) -> None:
+        with self._cond:
+            self._bucket(bucket).update(items)
+            self._changed()
+
+    def state_delete(self, bucket: str, key: str) -> str | None:
+        with self._cond:
+            old = self._bucket(bucket).pop(key, None)
+            if old is not None:
+                self._changed()
+            return old
+
+    def state_cas(self, bucket: str, key: str, expected: str | None, new: str | None) -> bool:
+        with self._cond:
+            kv = self._bucket(bucket)
+            current = kv.get(key)
+            if expected is None:
+                if current is not None and current != "null":
+                    return False
+            elif current != expected:
+                return False
+            if new is None:
+                kv.pop(key, None)
+            else:
+                kv[key] = new
+            self._changed()
+            return True
+
+    def state_items(self, bucket: str) -> dict[str, str]:
+        with self._cond:
+            return dict(self._bucket(bucket))
+
+    def state_len(self, bucket: str) -> int:
+        with self._cond:
+            return len(self._bucket(bucket))
+
+    def state_clear(self, bucket: str) -> None:
+        with self._cond:
+            self._bucket(bucket).clear()
+            self._changed()
+
+    def buckets(self) -> list[str]:
+        with self._cond:
+            return sorted(b for b, kv in self._state.items() if kv)
+
+    # ------------------------------------------------------------------ queues
+    def _queue(self, name: str) -> _Queue:
+        check_name(name, "queue name")
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _Queue()
+        return q
+
+    @staticmethod
+    def _q_ready(q: _Queue, m: _Msg) -> None:
+        m.state = "ready"
+        m.receipt = ""
+        heapq.heappush(q.ready, (-m.priority, m.seq, m.id))
+
+    @staticmethod
+    def _q_delay(q: _Queue, m: _Msg, due: float) -> None:
+        m.state = "delayed"
+        m.due = due
+        m.receipt = ""
+        heapq.heappush(q.delayed, (due, m.seq, m.id))
+
+    @staticmethod
+    def _q_dead(q: _Queue, m: _Msg) -> None:
+        m.state = "dead"
+        m.receipt = ""
+        q.dead[m.id] = None
+
+    def _q_maintain(self, q: _Queue, max_attempts: int) -> None:
+        now = time.time()
+        while q.delayed and q.delayed[0][0] <= now:
+            _, _, mid = heapq.heappop(q.delayed)
+            m = q.msgs.get(mid)
+            if m is not None and m.state == "delayed":
+                m.seq = next(self._seq)
+                self._q_ready(q, m)
+        while q.inflight and q.inflight[0][0] <= now:
+            _, mid, receipt = heapq.heappop(q.inflight)
+            m = q.msgs.get(mid)
+            if m is not None and m.state == "inflight" and m.receipt == receipt:
+                if m.attempts >= max_attempts:
+                    self._q_dead(q, m)
+                else:
+                    self._q_ready(q, m)
+                self._changed()
+
+    def _q_pop_ready(self, q: _Queue) -> _Msg | None:
+        while q.ready:
+            _, seq, mid = heapq.heappop(q.ready)
+            m = q.msgs.get(mid)
+            if m is not None and m.state == "ready" and m.seq == seq:
+                return m
+        return None
+
+    def queue_put(self, name: str, msg_id: str, body: str, delay: float, priority: int) -> bool:
+        with self._cond:
+            q = self._queue(name)
+            if msg_id in q.msgs:
+                return False
+            now = time.time()
+            m = _Msg(msg_id, body, priority, next(self._seq), now)
+            q.msgs[msg_id] = m
+            if delay > 0:
+                self._q_delay(q, m, now + delay)
+            else:
+                self._q_ready(q, m)
+            self._changed()
+            self._cond.notify_all()
+            return True
+
+    def queue_receive(
+        self, name: str, visibility_timeout: float, max_attempts: int
+    ) -> Delivery | None:
+        with self._cond:
+            q = self._queue(name)
+            self._q_maintain(q, max_attempts)
+            m = self._q_pop_ready(q)
+            if m is None:
+                return None
+            m.attempts += 1
+            m.state = "inflight"
+            m.receipt = f"{m.id}:{m.attempts}:{uuid.uuid4().hex[:12]}"
+            m.due = time.time() + visibility_timeout
+            heapq.heappush(q.inflight, (m.due, m.id, m.receipt))
+            self._changed()
+            return Delivery(m.id, m.body, m.attempts, m.receipt, m.priority, m.enqueued_at)
+
+    def queue_get(self, name: str, max_attempts: int) -> Delivery | None:
+        with self._cond:
+            q = self._queue(name)
+            self._q_maintain(q, max_attempts)
+            m = self._q_pop_ready(q)
+            if m is None:
+                return None
+            del q.msgs[m.id]
+            self._changed()
+            return Delivery(m.id, m.body, m.attempts + 1, "", m.priority, m.enqueued_at)
+
+    def _q_current(self, name: str, msg_id: str, receipt: str) -> tuple[_Queue, _Msg] | None:
+        q = self._queue(name)
+        m = q.msgs.get(msg_id)
+        if m is None or m.state != "inflight" or not receipt or m.receipt != receipt:
+            return None
+        return q, m
+
+    def queue_ack(self, name: str, msg_id: str, receipt: str) -> bool:
+        with self._cond:
+            found = self._q_current(name, msg_id, receipt)
+            if found is None:
+                return False
+            q, m = found
+            del q.msgs[m.id]
+            self._changed()
+            return True
+
+    def queue_nack(
+        self, name: str, msg_id: str, receipt: str, delay: float, max_attempts: int
+    ) -> bool:
+        with self._cond:
+            found = self._q_current(name, msg_id, receipt)
+            if found is None:
+                return False
+            q, m = found
+            if m.attempts >= max_attempts:
+                self._q_dead(q, m)
+            elif delay > 0:
+                self._q_delay(q, m, time.time() + delay)
+            else:
+                m.seq = next(self._seq)
+                self._q_ready(q, m)
+            self._changed()
+            self._cond.notify_all()
+            return True
+
+    def queue_stats(self, name: str) -> dict[str, int]:
+        with self._cond:
+            q = self._queue(name)
+            now = time.time()
+            stats = {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
+            for m in q.msgs.values():
+                if m.state == "ready" or (m.state == "delayed" and m.due <= now):
+                    stats["ready"] += 1
+                elif m.state == "delayed":
+                    stats["delayed"] += 1
+                elif m.state == "inflight":
+                    stats["in_flight"] += 1
+                else:
+                    stats["dead"] += 1
+            return stats
+
+    def queue_dead(self, name: str) -> list[Delivery]:
+        with self._cond:
+            q = self._queue(name)
+            return [
+                Delivery(m.id, m.body, m.attempts, "", m.priority, m.enqueued_at)
+                for m in (q.msgs[mid] for mid in q.dead)
+            ]
+
+    def queue_requeue_dead(self, name: str) -> int:
+        with self._cond:
+            q = self._queue(name)
+            n = 0
+            for mid in list(q.dead):
+                m = q.msgs[mid]
+                m.attempts = 0
+                m.seq = next(self._seq)
+                self._q_ready(q, m)
+                n += 1
+            q.dead.clear()
+            if n:
+                self._changed()
+                self._cond.notify_all()
+            return n
+
+    def queue_purge(self, name: str, dead: bool) -> int:
+        with self._cond:
+            q = self._queue(name)
+            gone = [
+                mid
+                for mid, m in q.msgs.items()
+                if m.state in ("ready", "delayed") or (dead and m.state == "dead")
+            ]
+            for mid in gone:
+                del q.msgs[mid]
+                q.dead.pop(mid, None)
+            q.ready.clear()
+            q.delayed.clear()
+            if gone:
+                self._changed()
+            return len(gone)
+
+    def queue_wait(self, name: str, timeout: float) -> None:
+        with self._cond:
+            q = self._queue(name)
+            if q.delayed:
+                timeout = min(timeout, max(0.0, q.delayed[0][0] - time.time()))
+            if q.inflight:
+                timeout = min(timeout, max(0.0, q.inflight[0][0] - time.time()))
+            if self._q_has_ready(q) or self._closed:
+                return
+            self._cond.wait(timeout)
+
+    @staticmethod
+    def _q_has_ready(q: _Queue) -> bool:
+        while q.ready:
+            _, seq, mid = q.ready[0]
+            m = q.msgs.get(mid)
+            if m is not None and m.state == "ready" and m.seq == seq:
+                return True
+            heapq.heappop(q.ready)
+        return False
+
+    def queues(self) -> list[str]:
+        with self._cond:
+            return sorted(n for n, q in self._queues.items() if q.msgs)
+
+    # ------------------------------------------------------------------ membership
+    def member_heartbeat(
+        self, group: str, member: str, info: Mapping[str, JSON], ttl: float
+    ) -> None:
+        check_name(group, "group name")
+        check_name(member, "member id")
+        with self._cond:
+            self._members.setdefault(group, {})[member] = (time.time() + ttl, dict(info))
+
+    def member_leave(self, group: str, member: str) -> bool:
+        check_name(group, "group name")
+        with self._cond:
+            return self._members.get(group, {}).pop(member, None) is not None
+
+    def members(self, group: str) -> dict[str, dict[str, JSON]]:
+        check_name(group, "group name")
+        with self._cond:
+            now = time.time()
+            group_members = self._members.get(group, {})
+            for m in [m for m, (exp, _) in group_members.items() if exp <= now]:
+                del group_members[m]
+            return {m: dict(info) for m, (_, info) in sorted(group_members.items())}
