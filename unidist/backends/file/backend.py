@@ -94,6 +94,8 @@ class FileBackend(FileLocksMixin, FileStoreMixin, Backend):
 
     def _prepare_root(self, *, allow_network_fs: bool) -> None:
         root = self.root
+        if root.exists() and not root.is_dir():
+            raise BackendUnavailable(f"{root} exists and is not a directory", url=self.url)
         try:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
