@@ -1,0 +1,1 @@
+"""Configuration and launchers of the real servers unidist backends talk to."""

@@ -1,0 +1,315 @@
+"""The Redis backend's edge: connection pool, scripts, bounded retries and error translation.
+
+Every command goes through :meth:`Client.run`. redis-py's own retries are switched off
+(``Retry(NoBackoff(), 0)``) because it cannot tell whether a command that failed mid-flight
+took effect. Instead each call declares a retry policy:
+
+* a failure while *connecting* (nothing was sent) is always retried, with backoff, at most
+  ``retries`` times and not after ``connect_timeout`` seconds have passed;
+* a failure after the command was sent is ambiguous (the server may have executed it):
+  ``SAFE`` operations are idempotent and retried; ``FALSE_UNKNOWN`` operations are retried,
+  but a falsy answer after an ambiguous failure raises
+  :class:`~unidist.errors.OutcomeUnknown` (the first attempt may have done the work);
+  ``NEVER`` operations raise :class:`~unidist.errors.OutcomeUnknown` at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import ConnectionPool
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
+from redis.retry import Retry
+
+from unidist.errors import BackendUnavailable, CorruptData, OutcomeUnknown
+
+T = TypeVar("T")
+
+NO_RETRY: Final = Retry(NoBackoff(), 0)
+"""Given to every redis-py connection: unidist decides about retries itself."""
+
+_CONNECTION_ERRORS: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class Policy(enum.Enum):
+    """What to do when a command may or may not have reached the server."""
+
+    SAFE = "safe"
+    FALSE_UNKNOWN = "false_unknown"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Script:
+    """A static Lua script shipped in ``scripts/`` (never built from user data)."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        source = (
+            resources.files("unidist.backends.redis")
+            .joinpath("scripts")
+            .joinpath(f"{name}.lua")
+            .read_text(encoding="utf-8")
+        )
+        sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+        return cls(name, source, sha)
+
+
+SCRIPT_NAMES: Final = (
+    "lock_acquire",
+    "lock_release",
+    "lock_cancel_wait",
+    "lock_renew",
+    "lock_owners",
+    "lock_break",
+    "counter_add",
+    "state_delete",
+    "state_cas",
+    "queue_put",
+    "queue_take",
+    "queue_ack",
+    "queue_nack",
+    "queue_stats",
+    "queue_dead",
+    "queue_requeue_dead",
+    "queue_purge",
+    "member_heartbeat",
+    "member_leave",
+    "members",
+)
+
+
+def load_scripts() -> dict[str, Script]:
+    """Every script of :data:`SCRIPT_NAMES`, read from the package data."""
+    return {name: Script.load(name) for name in SCRIPT_NAMES}
+
+
+class Client:
+    """Runs commands and scripts on a pool with unidist's retry policy and error mapping.
+
+    Args:
+        pool: the redis-py pool (fork-safe: it resets itself in a child process).
+        where: ``host:port`` or the socket path, for messages.
+        url: the redacted backend URL, for :attr:`BackendUnavailable.url`.
+        retries: retries after a failed connect or a retryable ambiguous failure.
+        connect_timeout: no retry starts after this many seconds.
+        socket_timeout: extra read allowance on top of a blocking command's own timeout.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        where: str,
+        url: str,
+        retries: int,
+        connect_timeout: float,
+        socket_timeout: float,
+    ) -> None:
+        self.pool = pool
+        self.where = where
+        self.url = url
+        self.retries = retries
+        self.connect_timeout = connect_timeout
+        self.socket_timeout = socket_timeout
+
+    # ------------------------------------------------------------------ public
+    def command(self, *args: Any, policy: Policy = Policy.SAFE) -> Any:
+        """Run one native command."""
+
+        def send(conn: Any) -> Any:
+            conn.send_command(*args)
+            return conn.read_response()
+
+        return self.run(send, policy, str(args[0]))
+
+    def script(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[str | int],
+        policy: Policy = Policy.SAFE,
+    ) -> Any:
+        """Run a script atomically on the server (EVALSHA, loading it on NOSCRIPT)."""
+
+        def send(conn: Any) -> Any:
+            try:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return conn.read_response()
+            except NoScriptError:
+                # Nothing ran; EVAL runs the script and caches it for the next EVALSHA.
+                conn.send_command("EVAL", script.source, len(keys), *keys, *args)
+                return conn.read_response()
+
+        return self.run(send, policy, script.name)
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send idempotent read commands in one round trip (not a transaction)."""
+        if not commands:
+            return []
+
+        def send(conn: Any) -> list[Any]:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:
+                    error = error or exc
+                    replies.append(None)
+            if error is not None:
+                raise error
+            return replies
+
+        return self.run(send, Policy.SAFE, "pipeline")
+
+    def blpop(self, keys: Sequence[str], timeout: float) -> Any:
+        """BLPOP ``keys`` for up to ``timeout`` seconds (>= 1 ms); the reply or None.
+
+        The read allowance is ``timeout`` plus the socket timeout, so a dead server still
+        surfaces as :class:`BackendUnavailable` instead of a hang.
+        """
+        wait = max(timeout, 0.001)
+
+        def send(conn: Any) -> Any:
+            conn.send_command("BLPOP", *keys, f"{wait:.3f}")
+            return conn.read_response(timeout=wait + self.socket_timeout)
+
+        # A retried BLPOP can at worst swallow one wake-up; callers re-check anyway.
+        return self.run(send, Policy.SAFE, "BLPOP")
+
+    # ------------------------------------------------------------------ core
+    def run(self, send: Callable[[Any], T], policy: Policy, what: str) -> T:
+        """Run ``send`` on a pooled connection under ``policy`` (see the module docs)."""
+        started = time.monotonic()
+        attempt = 0
+        ambiguous = False
+        while True:
+            try:
+                conn: Any = self.pool.get_connection()
+            except AuthenticationError as exc:
+                raise self._auth_error(exc) from exc
+            except _CONNECTION_ERRORS as exc:
+                # Nothing was sent: always safe to try again.
+                if self._may_retry(attempt, started):
+                    attempt += 1
+                    self._backoff(attempt)
+                    continue
+                raise self._unavailable(exc, what, ambiguous, policy) from exc
+            try:
+                result = send(conn)
+            except AuthenticationError as exc:
+                raise self._auth_error(exc) from exc
+            except BusyLoadingError as exc:
+                # The server is loading its data set and executed nothing.
+                conn.disconnect()
+                if self._may_retry(attempt, started, window=max(self.connect_timeout, 5.0)):
+                    attempt += 1
+                    self._backoff(attempt)
+                    continue
+                raise self._unavailable(exc, what, ambiguous, policy) from exc
+            except _CONNECTION_ERRORS as exc:
+                conn.disconnect()
+                if policy is Policy.NEVER:
+                    raise self._unavailable(exc, what, True, policy) from exc
+                ambiguous = True
+                if self._may_retry(attempt, started):
+                    attempt += 1
+                    self._backoff(attempt)
+                    continue
+                raise self._unavailable(exc, what, ambiguous, policy) from exc
+            except ResponseError as exc:
+                raise self._response_error(exc, what) from exc
+            except RedisError as exc:
+                raise BackendUnavailable(
+                    f"Redis at {self.where} failed during {what}: {type(exc).__name__}: {exc}",
+                    url=self.url,
+                ) from exc
+            finally:
+                self.pool.release(conn)
+            if ambiguous and policy is Policy.FALSE_UNKNOWN and not result:
+                raise OutcomeUnknown(
+                    f"Redis at {self.where}: the connection failed after {what} was sent and "
+                    "the retry found nothing to do; the first attempt may have taken effect",
+                    url=self.url,
+                )
+            return result
+
+    def _may_retry(self, attempt: int, started: float, window: float | None = None) -> bool:
+        if window is None:
+            window = self.connect_timeout
+        return attempt < self.retries and time.monotonic() - started < window
+
+    @staticmethod
+    def _backoff(attempt: int) -> None:
+        time.sleep(min(0.05 * 2 ** (attempt - 1), 0.5))
+
+    def _auth_error(self, exc: AuthenticationError) -> BackendUnavailable:
+        # redis-py's messages never echo the password; keep only the server's short reason.
+        return BackendUnavailable(
+            f"Redis at {self.where}: authentication failed ({_reason(exc)}); check the user "
+            f"name and password in the backend URL {self.url}",
+            url=self.url,
+        )
+
+    def _unavailable(
+        self, exc: BaseException, what: str, ambiguous: bool, policy: Policy
+    ) -> BackendUnavailable:
+        reason = f"{type(exc).__name__}: {_reason(exc)}"
+        if ambiguous and policy is not Policy.SAFE:
+            return OutcomeUnknown(
+                f"Redis at {self.where}: connection lost after {what} was sent ({reason}); "
+                "it may or may not have taken effect",
+                url=self.url,
+            )
+        return BackendUnavailable(
+            f"Redis at {self.where} is unavailable ({reason}); backend {self.url}",
+            url=self.url,
+        )
+
+    def _response_error(self, exc: ResponseError, what: str) -> Exception:
+        text = _reason(exc)
+        code = text.split(" ", 1)[0]
+        if code == "WRONGTYPE" or "not an integer" in text or "not a valid float" in text:
+            return CorruptData(
+                f"Redis at {self.where}: {what} found data of an unexpected shape under the "
+                f"unidist prefix ({text})",
+                path=self.url,
+            )
+        if code == "NOPERM":
+            hint = "the Redis user lacks a permission (ACL)"
+        elif code == "OOM":
+            hint = "the server is out of memory (maxmemory)"
+        elif code == "READONLY":
+            hint = "the server is a read-only replica"
+        elif code in {"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "CROSSSLOT"}:
+            hint = "Redis Cluster is not supported through redis:// URLs"
+        else:
+            hint = "the server refused the command"
+        return BackendUnavailable(
+            f"Redis at {self.where}: {hint} during {what} ({text})", url=self.url
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."

@@ -1,0 +1,152 @@
+"""Redis key layout: one prefix, one hash tag per object.
+
+Every key of one object shares the hash tag ``{<kind>:<name>}`` so that a Lua script touching
+several keys of that object stays in one Redis Cluster slot::
+
+    unidist:{l:backup}:h        lock holders (hash holder -> "token acquired_us expires_us info")
+    unidist:{l:backup}:e        lock lease ends (zset holder -> expiry µs, +inf without ttl)
+    unidist:{l:backup}:w        FIFO waiters (zset holder -> registration sequence)
+    unidist:{l:backup}:we       waiter registration ends (zset holder -> expiry µs)
+    unidist:{l:backup}:m        lock meta (hash: token = last fencing token, wseq = waiter seq)
+    unidist:{l:backup}:n        wake-up list for lock_wait callers without a registration
+    unidist:{l:backup}:n:<h>    wake-up list of waiter <h>
+    unidist:{c:jobs}            counter value (string)
+    unidist:{c:jobs}:r:<rid>    result of request <rid> (dedupe of retried counter_add, 5 min)
+    unidist:{s:config}          state bucket (hash key -> JSON text)
+    unidist:{q:work}:b          message bodies (hash id -> JSON text)
+    unidist:{q:work}:m          message meta (hash id -> "attempts enqueued_us nonce rank receipt")
+    unidist:{q:work}:r          ready (zset, scores 0, member = prio(16 hex) seq(16 hex) id)
+    unidist:{q:work}:d          delayed (zset id -> due µs)
+    unidist:{q:work}:f          in flight (zset id -> visibility deadline µs)
+    unidist:{q:work}:x          dead (zset id -> time of death µs)
+    unidist:{q:work}:s          put sequence (string, INCR)
+    unidist:{q:work}:n          wake-up list for queue_wait
+    unidist:{g:workers}:e       members (zset member -> expiry µs)
+    unidist:{g:workers}:i       member infos (hash member -> JSON text)
+
+Names are checked with :func:`unidist._names.check_name` (letters, digits, ``._-:@``), so they
+can contain neither braces (which would move the hash tag) nor glob characters (which would
+widen a ``SCAN`` pattern), and a key can never leave the prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from unidist._names import check_name
+from unidist.errors import InvalidURL
+
+DEFAULT_PREFIX: Final = "unidist:"
+MAX_PREFIX_LENGTH: Final = 100
+_FORBIDDEN_IN_PREFIX: Final = frozenset("{}*?[]\\ \t\r\n\x00")
+
+LOCK: Final = "l"
+COUNTER: Final = "c"
+STATE: Final = "s"
+QUEUE: Final = "q"
+GROUP: Final = "g"
+
+LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n")
+QUEUE_SUFFIXES: Final = ("b", "m", "r", "d", "f", "x", "s", "n")
+GROUP_SUFFIXES: Final = ("e", "i")
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a key prefix (the ``?prefix=`` option).
+
+    Raises:
+        ValueError: empty, too long, or holding a brace, glob character, whitespace or NUL.
+    """
+    if not prefix:
+        raise ValueError("prefix must not be empty")
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise ValueError(f"prefix is longer than {MAX_PREFIX_LENGTH} characters")
+    bad = sorted(set(prefix) & _FORBIDDEN_IN_PREFIX)
+    if bad:
+        raise ValueError(
+            f"prefix {prefix!r} contains {bad[0]!r}; braces, glob characters and whitespace "
+            "are not allowed"
+        )
+    return prefix
+
+
+class KeySpace:
+    """Builds and parses the keys of one backend (one prefix)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        try:
+            self.prefix = check_prefix(prefix)
+        except ValueError as exc:
+            raise InvalidURL(str(exc)) from exc
+
+    def tag(self, kind: str, name: str, what: str = "name") -> str:
+        """``<prefix>{<kind>:<name>}``: the base key of one object (checks ``name``)."""
+        check_name(name, what)
+        return f"{self.prefix}{{{kind}:{name}}}"
+
+    def lock(self, name: str) -> list[str]:
+        """The lock keys in :data:`LOCK_SUFFIXES` order."""
+        base = self.tag(LOCK, name, "lock name")
+        return [f"{base}:{suffix}" for suffix in LOCK_SUFFIXES]
+
+    @staticmethod
+    def waiter_wake(lock_keys: list[str], holder: str) -> str:
+        """The wake-up list of one waiter (same hash tag as the lock)."""
+        return f"{lock_keys[5]}:{holder}"
+
+    def counter(self, name: str) -> str:
+        return self.tag(COUNTER, name, "counter name")
+
+    def counter_request(self, name: str, request_id: str) -> str:
+        return f"{self.counter(name)}:r:{request_id}"
+
+    def state(self, bucket: str) -> str:
+        return self.tag(STATE, bucket, "bucket name")
+
+    def queue(self, name: str) -> list[str]:
+        """The queue keys in :data:`QUEUE_SUFFIXES` order."""
+        base = self.tag(QUEUE, name, "queue name")
+        return [f"{base}:{suffix}" for suffix in QUEUE_SUFFIXES]
+
+    def group(self, name: str) -> list[str]:
+        """The membership keys in :data:`GROUP_SUFFIXES` order."""
+        base = self.tag(GROUP, name, "group name")
+        return [f"{base}:{suffix}" for suffix in GROUP_SUFFIXES]
+
+    # ------------------------------------------------------------------ listing
+    def pattern(self, kind: str, suffix: str = "") -> str:
+        """``SCAN`` pattern matching the base keys (plus ``suffix``) of every object of ``kind``.
+
+        The prefix holds no glob characters (see :func:`check_prefix`), so it is literal.
+        """
+        return f"{self.prefix}{{{kind}:*}}{suffix}"
+
+    def name_of(self, key: str, kind: str, suffix: str = "") -> str | None:
+        """The object name in ``key`` if ``key`` is exactly ``<prefix>{<kind>:NAME}<suffix>``."""
+        head = f"{self.prefix}{{{kind}:"
+        tail = f"}}{suffix}"
+        if not (key.startswith(head) and key.endswith(tail)):
+            return None
+        name = key[len(head) : len(key) - len(tail)]
+        if not name or "}" in name or "{" in name:
+            return None
+        return name
+
+
+def hash_slot(key: str) -> int:
+    """The Redis Cluster slot of ``key`` (CRC16/XMODEM of the hash tag, mod 16384)."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end != -1 and end != start + 1:
+            raw = raw[start + 1 : end]
+    crc = 0
+    for byte in raw:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc % 16384

@@ -1,0 +1,21 @@
+-- Add a delta (given as parts that each fit in signed 64 bits) to a counter, at most once
+-- per request id.
+-- KEYS: 1 counter, 2 request record
+-- ARGV: 1 request record lifetime ms, 2.. delta parts
+-- Returns {1, value} or {0, error text}; on error nothing changed.
+local done = redis.call('GET', KEYS[2])
+if done then return {1, done} end
+local existed = redis.call('EXISTS', KEYS[1])
+local applied = {}
+for i = 2, #ARGV do
+  local res = redis.pcall('INCRBY', KEYS[1], ARGV[i])
+  if type(res) == 'table' and res.err then
+    for j = #applied, 1, -1 do redis.call('DECRBY', KEYS[1], applied[j]) end
+    if existed == 0 then redis.call('DEL', KEYS[1]) end
+    return {0, res.err}
+  end
+  applied[#applied + 1] = ARGV[i]
+end
+local value = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[2], value, 'PX', ARGV[1])
+return {1, value}

@@ -1,0 +1,26 @@
+-- Enqueue one message unless its id is already in the queue (in any state).
+-- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead, 7 put sequence, 8 wake list
+-- ARGV: 1 id, 2 body, 3 delay µs, 4 priority rank (16 hex), 5 nonce of this call
+-- Meta record: "attempts enqueued_us nonce rank receipt" (receipt "-" when not in flight).
+-- Returns 1 if stored by this call (or by an earlier attempt of this same call), else 0.
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if cur then
+  local nonce = string.match(cur, '^%d+ %d+ (%S+) ')
+  if nonce == ARGV[5] then return 1 end
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local seq = redis.call('INCR', KEYS[7])
+local rank = ARGV[4] .. string.format('%016x', seq) .. ARGV[1]
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  redis.call('ZADD', KEYS[4], now + delay, ARGV[1])
+else
+  redis.call('ZADD', KEYS[3], 0, rank)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], '0 ' .. string.format('%.0f', now) .. ' ' .. ARGV[5] .. ' ' .. rank .. ' -')
+redis.call('RPUSH', KEYS[8], '1')
+redis.call('LTRIM', KEYS[8], -256, -1)
+return 1

@@ -1,0 +1,80 @@
+-- Receive (ARGV[1] = 'r') or get (ARGV[1] = 'g') the first ready message.
+-- First moves due delayed messages to ready, and expired in-flight messages back to ready
+-- (or to the dead list once delivered max_attempts times).
+-- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead, 7 put sequence, 8 wake list
+-- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 batch size
+-- Returns {1, id, body, attempts, receipt, rank, enqueued µs}
+--      or {0, µs until a delayed or in-flight message may become ready, or -1}.
+local mode = ARGV[1]
+local maxa = tonumber(ARGV[3])
+local batch = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+)$'
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[4], id)
+  local meta = redis.call('HGET', KEYS[2], id)
+  if meta then
+    local _, _, _, rank = string.match(meta, pat)
+    redis.call('ZADD', KEYS[3], 0, rank)
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, batch)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[5], id)
+  local meta = redis.call('HGET', KEYS[2], id)
+  if meta then
+    local a, e, n, rank = string.match(meta, pat)
+    redis.call('HSET', KEYS[2], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' -')
+    if tonumber(a) >= maxa then
+      redis.call('ZADD', KEYS[6], now, id)
+    else
+      redis.call('ZADD', KEYS[3], 0, rank)
+    end
+  end
+end
+
+while true do
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+  if #first == 0 then
+    local nxt = -1
+    local d = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    if d[2] then nxt = tonumber(d[2]) end
+    local f = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    if f[2] and (nxt < 0 or tonumber(f[2]) < nxt) then nxt = tonumber(f[2]) end
+    if nxt >= 0 then nxt = math.max(nxt - now, 0) end
+    -- Nothing is ready: pending wake-ups are stale.
+    redis.call('DEL', KEYS[8])
+    return {0, string.format('%.0f', nxt)}
+  end
+  local rank = first[1]
+  redis.call('ZREM', KEYS[3], rank)
+  -- One wake-up per message: this one is taken.
+  redis.call('LPOP', KEYS[8])
+  local id = string.sub(rank, 33)
+  local meta = redis.call('HGET', KEYS[2], id)
+  if meta then
+    local a, e, n = string.match(meta, pat)
+    local attempts = tonumber(a)
+    if attempts >= maxa then
+      -- Delivered max_attempts times already (e.g. a smaller max_attempts than before).
+      redis.call('ZADD', KEYS[6], now, id)
+    else
+      attempts = attempts + 1
+      local body = redis.call('HGET', KEYS[1], id)
+      local receipt = ''
+      if mode == 'g' then
+        redis.call('HDEL', KEYS[1], id)
+        redis.call('HDEL', KEYS[2], id)
+        if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[7], KEYS[8]) end
+      else
+        receipt = attempts .. '.' .. ARGV[4]
+        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
+        redis.call('HSET', KEYS[2], id, attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt)
+      end
+      return {1, id, body, attempts, receipt, rank, e}
+    end
+  end
+end

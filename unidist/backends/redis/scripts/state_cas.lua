@@ -1,0 +1,18 @@
+-- Compare-and-set one key of a bucket.
+-- KEYS: 1 bucket hash
+-- ARGV: 1 key, 2 has expected (1/0), 3 expected text, 4 has new (1/0), 5 new text
+-- "No expected" matches an absent key or the text null; "no new" deletes the key.
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local ok
+if ARGV[2] == '0' then
+  ok = (not cur) or cur == 'null'
+else
+  ok = cur == ARGV[3]
+end
+if not ok then return 0 end
+if ARGV[4] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+end
+return 1
