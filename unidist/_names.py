@@ -13,6 +13,9 @@ from typing import Final
 from unidist.errors import InvalidName
 
 MAX_NAME_LENGTH: Final = 200
+# Names already found valid (a hot path: every backend call re-checks its name).
+_VALID: set[object] = set()
+_VALID_CACHE_SIZE: Final = 100_000
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_\-:@][A-Za-z0-9._\-:@]{0,199}")
 
 
@@ -27,6 +30,8 @@ def check_name(name: object, what: str = "name") -> str:
         InvalidName: ``name`` is not a str, is empty, longer than 200 characters, starts with
             ``.``, or has a character outside letters, digits and ``._-:@``.
     """
+    if type(name) is str and name in _VALID:
+        return name
     if not isinstance(name, str):
         raise InvalidName(f"{what} must be a str, not {type(name).__name__}")
     if not name:
@@ -40,4 +45,6 @@ def check_name(name: object, what: str = "name") -> str:
         raise InvalidName(
             f"{what} {name!r} contains {bad!r}; allowed are letters, digits and '._-:@'"
         )
+    if len(_VALID) < _VALID_CACHE_SIZE:
+        _VALID.add(name)
     return name
