@@ -39,21 +39,22 @@ BARRIER_TIMEOUT = 60.0
 IDLE_TIMEOUT = 30.0
 
 
-def run_workers(argvs: list[list[str]], timeout: float = 120) -> list[str]:
-    """Start one worker process per argv at once, reap them all, return their stdouts.
+def start_worker(argv: list[str]) -> subprocess.Popen[str]:
+    """Start ``python _queue_workers.py *argv`` with its stdout and stderr captured."""
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def reap(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[str]:
+    """Wait for every worker and return their stdouts.
 
     Fails (AssertionError) if a worker exits non-zero; kills and reaps every worker still
-    running when the timeout passes or anything goes wrong.
+    running when the timeout passes or anything goes wrong, so no child outlives a test.
     """
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for argv in argvs
-    ]
     outs: list[str] = []
     deadline = time.monotonic() + timeout
     try:
@@ -67,6 +68,11 @@ def run_workers(argvs: list[list[str]], timeout: float = 120) -> list[str]:
                 proc.kill()
             proc.communicate()
     return outs
+
+
+def run_workers(argvs: list[list[str]], timeout: float = 120) -> list[str]:
+    """Start one worker per argv at once, reap them all, return their stdouts."""
+    return reap([start_worker(argv) for argv in argvs], timeout)
 
 
 def barrier(directory: str, parties: int) -> None:
