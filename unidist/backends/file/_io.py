@@ -1,0 +1,161 @@
+"""Low-level file helpers of the file backend: private modes, no symlinks, durable renames.
+
+Every path below the data directory is opened relative to an already-open directory
+descriptor with ``O_NOFOLLOW``, so a symlink planted anywhere below the root is refused
+instead of followed. Files are created 0600 and directories 0700 whatever the umask (the
+mode is forced with ``fchmod`` after creation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from typing import Final
+
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+TMP_MARK: Final = ".tmp."
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SymlinkRefused(OSError):
+    """A path below the data directory is a symlink (or not what it should be)."""
+
+
+def _refuse(exc: OSError, name: str) -> OSError:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        return SymlinkRefused(exc.errno, f"{name} is a symlink or not a regular entry; refusing it")
+    return exc
+
+
+def open_dir(name: str, dir_fd: int | None, *, create: bool) -> int | None:
+    """Open directory ``name`` (relative to ``dir_fd``) without following a symlink.
+
+    Args:
+        name: one path component (or an absolute path when ``dir_fd`` is None).
+        dir_fd: the parent directory descriptor, or None.
+        create: create it (mode 0700, forced) when missing.
+
+    Returns:
+        The descriptor, or None when it is missing and ``create`` is false.
+
+    Raises:
+        SymlinkRefused: ``name`` is a symlink or not a directory.
+        OSError: any other failure.
+    """
+    created = False
+    if create:
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as exc:
+        raise _refuse(exc, name) from exc
+    if created:
+        try:
+            os.fchmod(fd, DIR_MODE)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+def open_file(name: str, dir_fd: int, flags: int, *, create: bool = False) -> int:
+    """Open regular file ``name`` in ``dir_fd`` with ``O_NOFOLLOW`` (created 0600 if asked).
+
+    Raises:
+        SymlinkRefused: ``name`` is a symlink.
+        FileNotFoundError: it is missing and ``create`` is false.
+    """
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    if create:
+        try:
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise _refuse(exc, name) from exc
+        else:
+            try:
+                os.fchmod(fd, FILE_MODE)
+            except OSError:
+                os.close(fd)
+                raise
+            return fd
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _refuse(exc, name) from exc
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (looping over short writes).
+
+    Raises:
+        OSError: the write failed; part of ``data`` may have been written.
+    """
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "write returned 0 bytes")
+        view = view[n:]
+
+
+def fsync_dir(dir_fd: int) -> None:
+    """fsync a directory so that created/renamed/removed entries are durable."""
+    os.fsync(dir_fd)
+
+
+def tmp_name(final: str) -> str:
+    """A fresh temporary name next to ``final`` (recognised and removed as stale at open)."""
+    return f"{final}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def atomic_write(dir_fd: int, final: str, data: bytes, *, durable: bool) -> None:
+    """Replace ``final`` in ``dir_fd`` with ``data`` atomically.
+
+    tmp (``O_CREAT|O_EXCL|O_NOFOLLOW``, 0600) → write → fsync → rename → fsync directory.
+    A reader sees the old file or the whole new one, never a mix. With ``durable`` false the
+    two fsyncs are skipped (the rename is still atomic, but a power loss may leave garbage).
+
+    Raises:
+        OSError: the replacement did not happen (the temporary file is removed).
+    """
+    tmp = tmp_name(final)
+    fd = os.open(tmp, _NEW_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    if durable:
+        fsync_dir(dir_fd)
+
+
+def close_quietly(fd: int) -> None:
+    """Close ``fd`` ignoring errors (used on teardown paths only)."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -1,0 +1,190 @@
+"""Journal record format of the file backend: framing, validation, torn-tail vs. corruption.
+
+A journal file is a sequence of self-validating records::
+
+    +-------+---------+---------+-------+-----------------+
+    | magic | length  | seq     | crc32 | payload         |
+    | 2 B   | u32 BE  | u64 BE  | u32BE | ``length`` bytes|
+    +-------+---------+---------+-------+-----------------+
+
+``magic`` is ``b"\\xa5U"``; ``crc32`` (zlib) covers magic, length, seq and payload; ``seq`` is 0
+for the header record that opens every journal and snapshot file and then counts 1, 2, 3...
+within one journal generation; the payload is a UTF-8 JSON object (never pickle).
+
+Reading never trusts a length before checking it: a length larger than :data:`MAX_RECORD` or
+than the bytes actually present marks the record invalid, so a corrupt 4 GB prefix allocates
+nothing. An invalid record followed by nothing valid is a *torn tail* (a writer died or the
+machine lost power mid-append): the scan reports where the valid part ends so the caller can
+cut it. An invalid record followed by any valid record is *damage in the middle*:
+:class:`~unidist.errors.CorruptData` naming file and offset.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from unidist.errors import CorruptData
+
+MAGIC: Final = b"\xa5U"
+_HEAD: Final = struct.Struct(">2sIQ")
+_CRC: Final = struct.Struct(">I")
+HEADER_SIZE: Final = _HEAD.size + _CRC.size  # 18 bytes
+#: the largest payload one record may carry (256 MiB); larger puts raise ValueError.
+MAX_RECORD: Final = 256 * 1024 * 1024
+FORMAT_VERSION: Final = 1
+
+
+class RecordTooLarge(ValueError):
+    """An operation's record would exceed :data:`MAX_RECORD`; nothing was written."""
+
+
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON for a record payload."""
+    return _ENCODER.encode(obj).encode()
+
+
+def frame(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
+    """Frame ``payload`` as one record with sequence number ``seq``.
+
+    Raises:
+        RecordTooLarge: the payload exceeds ``limit`` (:data:`MAX_RECORD` for journal records;
+            snapshots pass a larger limit).
+    """
+    if len(payload) > limit or len(payload) > 0xFFFFFFFF:
+        raise RecordTooLarge(
+            f"a single operation of {len(payload)} bytes exceeds the file backend's record "
+            f"limit of {min(limit, 0xFFFFFFFF)} bytes"
+        )
+    head = _HEAD.pack(MAGIC, len(payload), seq)
+    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def _valid_at(buf: memoryview, pos: int, max_len: int) -> tuple[int, int] | None:
+    """(seq, payload length) of a record that validates at ``pos``, else None."""
+    if len(buf) - pos < HEADER_SIZE:
+        return None
+    magic, length, seq = _HEAD.unpack_from(buf, pos)
+    if magic != MAGIC or length > max_len or pos + HEADER_SIZE + length > len(buf):
+        return None
+    (crc,) = _CRC.unpack_from(buf, pos + _HEAD.size)
+    body = buf[pos + HEADER_SIZE : pos + HEADER_SIZE + length]
+    if zlib.crc32(body, zlib.crc32(buf[pos : pos + _HEAD.size])) != crc:
+        return None
+    return seq, length
+
+
+def _next_valid(buf: memoryview, start: int, max_len: int) -> int | None:
+    raw = buf.obj
+    assert isinstance(raw, bytes)
+    pos = raw.find(MAGIC, start)
+    while pos >= 0:
+        if _valid_at(buf, pos, max_len) is not None:
+            return pos
+        pos = raw.find(MAGIC, pos + 1)
+    return None
+
+
+@dataclass
+class Scan:
+    """Result of scanning a buffer of records.
+
+    Attributes:
+        records: (file offset, seq, decoded JSON object) per valid record, in order.
+        end: file offset just past the last valid record.
+        torn: bytes after ``end`` that belong to a torn tail (0 if none).
+    """
+
+    records: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    end: int = 0
+    torn: int = 0
+
+
+def decode_payload(payload: bytes, path: str, offset: int) -> dict[str, Any]:
+    """Decode a CRC-valid payload; anything but a JSON object is CorruptData."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptData(
+            f"{path}: record at offset {offset} passed its checksum but is not valid JSON ({exc})",
+            path=path,
+            offset=offset,
+        ) from None
+    if not isinstance(obj, dict):
+        raise CorruptData(
+            f"{path}: record at offset {offset} is not a JSON object", path=path, offset=offset
+        )
+    return obj
+
+
+def scan(data: bytes, *, path: str, base: int, next_seq: int, max_len: int = MAX_RECORD) -> Scan:
+    """Validate and decode the records in ``data`` (the file's bytes from offset ``base``).
+
+    Args:
+        data: the bytes read from the file.
+        path: file name for messages.
+        base: file offset of ``data[0]``.
+        next_seq: the sequence number the first record must carry.
+        max_len: the largest acceptable payload length.
+
+    Returns:
+        The valid records and where the valid part ends; trailing invalid bytes with no valid
+        record after them are reported in ``torn`` (the caller cuts them).
+
+    Raises:
+        CorruptData: an invalid record is followed by a valid one, a valid record carries the
+            wrong sequence number, or a payload is not a JSON object.
+    """
+    buf = memoryview(data)
+    out = Scan()
+    pos = 0
+    size = len(buf)
+    while pos < size:
+        hit = _valid_at(buf, pos, max_len)
+        if hit is None:
+            break
+        seq, length = hit
+        if seq != next_seq:
+            raise CorruptData(
+                f"{path}: record at offset {base + pos} has sequence {seq}, expected {next_seq}"
+                " (records duplicated, reordered or from another journal)",
+                path=path,
+                offset=base + pos,
+            )
+        payload = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + length])
+        out.records.append((base + pos, seq, decode_payload(payload, path, base + pos)))
+        next_seq += 1
+        pos += HEADER_SIZE + length
+    out.end = base + pos
+    if pos < size:
+        later = _next_valid(buf, pos + 1, max_len)
+        if later is not None:
+            raise CorruptData(
+                f"{path}: damaged record at offset {base + pos} followed by valid data at offset "
+                f"{base + later}; refusing to skip it (restore from backup or repair)",
+                path=path,
+                offset=base + pos,
+            )
+        out.torn = size - pos
+    return out
+
+
+def read_single(data: bytes, *, path: str) -> dict[str, Any]:
+    """Decode a file holding exactly one record (a snapshot).
+
+    Raises:
+        CorruptData: the file is empty, truncated, zero-filled, has a bad checksum or trailing
+            bytes (``offset`` -1: the whole file is unusable).
+    """
+    buf = memoryview(data)
+    hit = _valid_at(buf, 0, len(buf))
+    if hit is None or hit[0] != 0 or HEADER_SIZE + hit[1] != len(buf):
+        what = "empty" if not data else "truncated, damaged or not a snapshot"
+        raise CorruptData(f"{path}: snapshot file is {what}", path=path, offset=-1)
+    return decode_payload(bytes(buf[HEADER_SIZE:]), path, 0)

@@ -1,0 +1,594 @@
+"""One stored object (counter, bucket, queue, group) as seen by one process: files, locks, cache.
+
+Directory of an object (``<root>/<family>/<name>/``, 0700)::
+
+    lock            flock target; one descriptor per object kept open by each process
+    journal.<G>     the current journal generation G (records, see :mod:`.journal`)
+    snap.<G>        the state at the start of generation G (absent for G == 1)
+    journal.<G-1>, snap.<G-1>   the previous generation, kept to rebuild a damaged snap.<G>
+    *.tmp.*         temporary files of an interrupted snapshot/rotation (removed at open)
+
+Every operation runs under an in-process ``threading.Lock`` and the object's exclusive flock,
+for the whole read-modify-write. Each process caches the decoded state plus the generation and
+byte offset of the journal it has applied; under the lock it ``fstat``-s its journal and
+replays only the records other processes appended since (one ``fstat`` and, when the size
+changed, one ``pread`` of the new tail). A journal unlinked under us (``st_nlink == 0``: two or
+more rotations behind) triggers a full reload.
+
+Compaction: once a generation holds :attr:`StoreConfig.compact_records` records and at least
+as many bytes as the last snapshot, the process appends a *seal* record ``{"seal": G+1}`` to
+``journal.<G>``, writes the state to ``snap.<G+1>`` (tmp O_EXCL 0600 → fsync → rename → fsync
+directory), creates ``journal.<G+1>`` the same way holding only its header record, and deletes
+generation G-1. Other processes learn of the rotation from the seal in the tail they read
+anyway and continue with ``journal.<G+1>`` without re-reading the snapshot (they had applied
+all of G); whoever finds a seal without the next journal finishes the rotation. Every snapshot
+and journal header names the object kind, name and generation, so a snapshot is never paired
+with the wrong journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from unidist.backends.file import _io
+from unidist.backends.file._objects import ObjectState
+from unidist.backends.file.journal import (
+    FORMAT_VERSION,
+    dumps,
+    frame,
+    read_single,
+    scan,
+)
+from unidist.errors import BackendUnavailable, CorruptData
+
+log = logging.getLogger("unidist.backends.file")
+
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+_APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
+_SNAPSHOT_LIMIT = 1 << 62
+
+
+class TornTailWarning(RuntimeWarning):
+    """A torn journal tail was cut at open (names file, offset and bytes cut)."""
+
+
+class RecoveryWarning(RuntimeWarning):
+    """A damaged or missing snapshot was rebuilt from the previous journal generation."""
+
+
+class Reopen(Exception):
+    """The handle was closed (evicted or after fork) before it could be used; get a new one."""
+
+
+def _warn(category: type[Warning], message: str) -> None:
+    log.warning("%s", message)
+    warnings.warn(message, category, stacklevel=4)
+
+
+@dataclass
+class StoreConfig:
+    """Settings shared by every handle of one backend instance."""
+
+    root: str
+    url: str
+    fsync_mode: str = "always"
+    fsync_interval: float = 0.05
+    compact_records: int = 1000
+    schedule_flush: Callable[[Handle], None] = field(default=lambda h: None)
+
+
+class Handle:
+    """One object's descriptors, locks and cached state in this process (thread-safe)."""
+
+    def __init__(
+        self, cfg: StoreConfig, cls: type[ObjectState], family: str, name: str, dir_fd: int
+    ) -> None:
+        self.cfg = cfg
+        self.cls = cls
+        self.name = name
+        self.path = f"{cfg.root}/{family}/{name}"
+        self.dir_fd = dir_fd
+        self.lock_fd = -1
+        self.tlock = threading.Lock()
+        self.state: ObjectState | None = None
+        self.fd = -1
+        self.gen = 0
+        self.seq = 0
+        self.offset = 0
+        self.nrec = 0
+        self.snap_bytes = 0
+        self.compact_at = cfg.compact_records
+        self.poisoned: str | None = None
+        self.closed = False
+        self.dirty = False
+        self.last_sync = 0.0
+        self.cleaned = False
+        self.sealed = False
+        try:
+            self.lock_fd = _io.open_file("lock", dir_fd, os.O_RDWR, create=True)
+        except BaseException:
+            _io.close_quietly(dir_fd)
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self, *, flush: bool = True) -> None:
+        """Close every descriptor (after a final fsync of pending batch writes)."""
+        with self.tlock:
+            self._close_locked(flush=flush)
+
+    def try_close(self) -> bool:
+        """Close unless another thread is using the handle right now."""
+        if not self.tlock.acquire(blocking=False):
+            return False
+        try:
+            self._close_locked(flush=True)
+        finally:
+            self.tlock.release()
+        return True
+
+    def _close_locked(self, *, flush: bool) -> None:
+        if self.closed:
+            return
+        if flush and self.dirty and self.poisoned is None and self.fd >= 0:
+            with contextlib.suppress(OSError):
+                _fdatasync(self.fd)
+        self.closed = True
+        self.state = None
+        for fd in (self.fd, self.lock_fd, self.dir_fd):
+            _io.close_quietly(fd)
+        self.fd = self.lock_fd = self.dir_fd = -1
+
+    def abandon(self) -> None:
+        """After fork in the child: close our copies of the descriptors, touch no lock."""
+        self.closed = True
+        self.state = None
+        for fd in (self.fd, self.lock_fd, self.dir_fd):
+            _io.close_quietly(fd)
+
+    def flush(self) -> None:
+        """fsync pending batch-mode records (called by the store's flusher thread)."""
+        with self.tlock:
+            if self.closed or not self.dirty or self.poisoned is not None:
+                return
+            try:
+                _fdatasync(self.fd)
+            except OSError as exc:
+                self._poison(exc, "fsync")
+                return
+            self.dirty = False
+            self.last_sync = time.monotonic()
+
+    # ------------------------------------------------------------------ locking
+    def acquire(self) -> ObjectState:
+        """Hold the object exclusively (threads and processes) with the state brought current.
+
+        Pair every successful call with :meth:`release`.
+
+        Raises:
+            Reopen: the handle was closed meanwhile (nothing is held).
+            BackendUnavailable: an earlier write failed (poisoned) or I/O failed now.
+            CorruptData: the stored object is damaged (nothing is held).
+        """
+        self.tlock.acquire()
+        try:
+            if self.closed:
+                raise Reopen
+            if self.poisoned is not None:
+                raise BackendUnavailable(self.poisoned, url=self.cfg.url)
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise BackendUnavailable(
+                    f"{self.path}: cannot lock: {exc.strerror}", url=self.cfg.url
+                ) from exc
+            try:
+                self._sync()
+            except OSError as exc:
+                self._forget()
+                raise BackendUnavailable(
+                    f"{self.path}: cannot read: {exc.strerror or exc}", url=self.cfg.url
+                ) from exc
+            except BaseException:
+                self._forget()
+                raise
+            finally:
+                if self.state is None:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        except BaseException:
+            self.tlock.release()
+            raise
+        assert self.state is not None
+        return self.state
+
+    def release(self) -> None:
+        """Release what :meth:`acquire` took."""
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        finally:
+            self.tlock.release()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[ObjectState]:
+        """:meth:`acquire`/:meth:`release` as a context manager."""
+        st = self.acquire()
+        try:
+            yield st
+        finally:
+            self.release()
+
+    def _forget(self) -> None:
+        _io.close_quietly(self.fd)
+        self.fd = -1
+        self.state = None
+
+    # ------------------------------------------------------------------ reading
+    def _sync(self) -> None:
+        if self.state is None:
+            self._load()
+            return
+        st = os.fstat(self.fd)
+        if st.st_nlink == 0 or st.st_size < self.offset:
+            # Our generation was deleted (we are 2+ rotations behind) or shrank under us.
+            self._forget()
+            self._load()
+            return
+        if st.st_size > self.offset:
+            self._read_tail(st.st_size)
+        if self.sealed:
+            self._advance()
+
+    def _jpath(self, gen: int) -> str:
+        return f"{self.path}/journal.{gen}"
+
+    def _read_tail(self, size: int) -> None:
+        assert self.state is not None
+        data = _pread_all(self.fd, self.offset, size - self.offset)
+        path = self._jpath(self.gen)
+        sc = scan(data, path=path, base=self.offset, next_seq=self.seq + 1)
+        for off, seq, op in sc.records:
+            if self.sealed:
+                raise _after_seal(path, off)
+            if "seal" in op:
+                self.sealed = True
+            else:
+                self._apply(op, path, off)
+                self.nrec += 1
+            self.seq = seq
+        self.offset = sc.end
+        if sc.torn:
+            self._cut(self.fd, sc.end, sc.torn, path)
+
+    def _apply(self, op: dict[str, Any], path: str, offset: int, state: Any = None) -> Any:
+        target = self.state if state is None else state
+        assert target is not None
+        try:
+            return target.apply(op)
+        except _APPLY_ERRORS as exc:
+            raise CorruptData(
+                f"{path}: record at offset {offset} does not apply to the stored state ({exc!r})",
+                path=path,
+                offset=offset,
+            ) from None
+
+    def _cut(self, fd: int, end: int, nbytes: int, path: str) -> None:
+        os.ftruncate(fd, end)
+        if self.cfg.fsync_mode != "never":
+            _fdatasync(fd)
+        _warn(
+            TornTailWarning,
+            f"{path}: cut a torn tail of {nbytes} bytes at offset {end} "
+            "(an interrupted write that was never acknowledged)",
+        )
+
+    def _advance(self) -> None:
+        """Move to the next generation(s); we have applied all of the sealed current one."""
+        while self.sealed:
+            try:
+                fd = _io.open_file(f"journal.{self.gen + 1}", self.dir_fd, os.O_RDWR | os.O_APPEND)
+            except FileNotFoundError:
+                # The rotating process died after sealing: finish its rotation.
+                self._rotate()
+                return
+            try:
+                offset, seq, nrec, sealed = self._replay(fd, self.gen + 1, self.state)
+            except BaseException:
+                _io.close_quietly(fd)
+                raise
+            _io.close_quietly(self.fd)
+            self.fd, self.gen, self.offset, self.seq, self.nrec = (
+                fd,
+                self.gen + 1,
+                offset,
+                seq,
+                nrec,
+            )
+            self.sealed = sealed
+            self.compact_at = self.cfg.compact_records
+            self.snap_bytes = self._snap_size(self.gen)
+
+    def _snap_size(self, gen: int) -> int:
+        try:
+            return os.stat(f"snap.{gen}", dir_fd=self.dir_fd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
+
+    def _header(self, gen: int) -> dict[str, Any]:
+        return {"v": FORMAT_VERSION, "kind": self.cls.kind, "name": self.name, "gen": gen}
+
+    def _check_header(self, hdr: dict[str, Any], gen: int, path: str) -> None:
+        want = self._header(gen)
+        if any(hdr.get(k) != v for k, v in want.items()):
+            got = {k: hdr.get(k) for k in want}
+            raise CorruptData(
+                f"{path}: header names {got}, expected {want} (file from another object or "
+                "generation)",
+                path=path,
+                offset=0,
+            )
+
+    def _replay(
+        self, fd: int, gen: int, state: Any, *, strict: bool = False
+    ) -> tuple[int, int, int, bool]:
+        """Apply journal ``gen`` (open as ``fd``) to ``state``; cut a torn tail unless strict.
+
+        Returns:
+            (end offset, last seq, records applied, whether the journal is sealed).
+        """
+        path = self._jpath(gen)
+        data = _pread_all(fd, 0, os.fstat(fd).st_size)
+        sc = scan(data, path=path, base=0, next_seq=0)
+        if not sc.records:
+            if strict:
+                raise CorruptData(f"{path}: journal header is missing", path=path, offset=0)
+            header = frame(0, dumps(self._header(gen)))
+            if data.strip(b"\0") and not header.startswith(data):
+                raise CorruptData(
+                    f"{path}: no valid journal header (file damaged or not a unidist journal)",
+                    path=path,
+                    offset=0,
+                )
+            # Empty, zero-filled or a prefix of the header: torn right after creation.
+            os.ftruncate(fd, 0)
+            _io.write_all(fd, header)
+            self._cut(fd, len(header), len(data), path)
+            return len(header), 0, 0, False
+        self._check_header(sc.records[0][2], gen, path)
+        sealed = False
+        for off, _, op in sc.records[1:]:
+            if sealed:
+                raise _after_seal(path, off)
+            if "seal" in op:
+                sealed = True
+            else:
+                self._apply(op, path, off, state)
+        if sc.torn:
+            if strict:
+                raise CorruptData(f"{path}: torn tail at offset {sc.end}", path=path, offset=sc.end)
+            self._cut(fd, sc.end, sc.torn, path)
+        return sc.end, sc.records[-1][1], len(sc.records) - 1 - int(sealed), sealed
+
+    def _read_snapshot(self, gen: int) -> ObjectState:
+        path = f"{self.path}/snap.{gen}"
+        fd = _io.open_file(f"snap.{gen}", self.dir_fd, os.O_RDONLY)
+        try:
+            data = _pread_all(fd, 0, os.fstat(fd).st_size)
+        finally:
+            _io.close_quietly(fd)
+        obj = read_single(data, path=path)
+        self._check_header(obj, gen, path)
+        try:
+            state = self.cls.load(obj["state"])
+        except _APPLY_ERRORS as exc:
+            raise CorruptData(
+                f"{path}: snapshot content is malformed ({exc!r})", path=path, offset=-1
+            ) from None
+        return state
+
+    def _load(self) -> None:
+        """Full open: clean up, pick the generation, load snapshot, replay the journal."""
+        dfd = self.dir_fd
+        names = set(os.listdir(dfd))
+        if not self.cleaned:
+            for tmp in [n for n in names if _io.TMP_MARK in n]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                names.discard(tmp)
+            self.cleaned = True
+        jgens = sorted(_gens(names, "journal."))
+        sgens = _gens(names, "snap.")
+        durable = self.cfg.fsync_mode != "never"
+        if not jgens:
+            if sgens:
+                path = f"{self.path}/snap.{max(sgens)}"
+                raise CorruptData(
+                    f"{self.path}: snapshot present but its journal is missing", path=path
+                )
+            _io.atomic_write(dfd, "journal.1", frame(0, dumps(self._header(1))), durable=durable)
+            jgens = [1]
+        gen = jgens[-1]
+        stale = [f"snap.{g}" for g in sgens if g > gen or g < gen - 1]
+        stale += [f"journal.{g}" for g in jgens if g < gen - 1]
+        for old in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(old, dir_fd=dfd)
+        state = self._base(gen, names)
+        fd = _io.open_file(f"journal.{gen}", dfd, os.O_RDWR | os.O_APPEND)
+        try:
+            offset, seq, nrec, sealed = self._replay(fd, gen, state)
+        except BaseException:
+            _io.close_quietly(fd)
+            raise
+        self.fd, self.gen, self.offset, self.seq, self.nrec = fd, gen, offset, seq, nrec
+        self.sealed = sealed
+        self.state = state
+        self.compact_at = self.cfg.compact_records
+        self.snap_bytes = self._snap_size(gen)
+        self._advance()
+
+    def _base(self, gen: int, names: set[str]) -> ObjectState:
+        """The state at the start of generation ``gen`` (snapshot, or rebuilt from gen-1)."""
+        if gen == 1:
+            return self.cls.load(None)
+        spath = f"{self.path}/snap.{gen}"
+        try:
+            return self._read_snapshot(gen)
+        except FileNotFoundError:
+            problem = "is missing"
+        except CorruptData as exc:
+            problem = f"is damaged ({exc})"
+        prev = gen - 1
+        if f"journal.{prev}" not in names or (prev > 1 and f"snap.{prev}" not in names):
+            raise CorruptData(
+                f"{spath} {problem}, and generation {prev} needed to rebuild it is gone; "
+                "restore it from a backup",
+                path=spath,
+            )
+        try:
+            state = self.cls.load(None) if prev == 1 else self._read_snapshot(prev)
+            fd = _io.open_file(f"journal.{prev}", self.dir_fd, os.O_RDONLY)
+            try:
+                if self._replay(fd, prev, state, strict=True)[3] is False:
+                    raise CorruptData(f"{self._jpath(prev)} is not sealed", path=spath)
+            finally:
+                _io.close_quietly(fd)
+        except (CorruptData, OSError) as exc:
+            raise CorruptData(
+                f"{spath} {problem}, and rebuilding it from generation {prev} failed: {exc}",
+                path=spath,
+            ) from None
+        data = frame(0, dumps({**self._header(gen), "state": state.dump()}), limit=_SNAPSHOT_LIMIT)
+        _io.atomic_write(self.dir_fd, f"snap.{gen}", data, durable=True)
+        _warn(RecoveryWarning, f"{spath} {problem}; rebuilt it from generation {prev}")
+        return state
+
+    # ------------------------------------------------------------------ writing
+    def commit(self, op: dict[str, Any]) -> Any:
+        """Append ``op`` to the journal (durable per fsync mode), apply it, return its result.
+
+        Must be called while holding :meth:`acquire`. The record is written with one ``write``
+        and, under ``fsync=always``, ``fdatasync``\\ ed before this returns.
+
+        Raises:
+            RecordTooLarge: the record exceeds the size limit; nothing was written.
+            BackendUnavailable: the write or fsync failed; the handle is poisoned.
+        """
+        assert self.state is not None
+        rec = frame(self.seq + 1, dumps(op))
+        self._append(rec)
+        result = self._apply(op, self._jpath(self.gen), self.offset)
+        self.offset += len(rec)
+        self.seq += 1
+        self.nrec += 1
+        if self.nrec >= self.compact_at and self.offset >= self.snap_bytes:
+            self._compact()
+        return result
+
+    def _append(self, rec: bytes) -> None:
+        try:
+            _io.write_all(self.fd, rec)
+            mode = self.cfg.fsync_mode
+            if mode == "always":
+                _fdatasync(self.fd)
+            elif mode == "batch":
+                now = time.monotonic()
+                if now - self.last_sync >= self.cfg.fsync_interval:
+                    _fdatasync(self.fd)
+                    self.last_sync = now
+                    self.dirty = False
+                else:
+                    self.dirty = True
+                    self.cfg.schedule_flush(self)
+        except OSError as exc:
+            raise self._poison(exc, "write") from exc
+
+    def _poison(self, exc: OSError, what: str) -> BackendUnavailable:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, self.offset)
+        self.poisoned = (
+            f"{self._jpath(self.gen)}: {what} failed ({exc.strerror or exc}); the last operation "
+            "may not be durable, so this object refuses further use in this process. Reconnect "
+            "(unidist.backends.reset()) to reopen it and replay its journal."
+        )
+        log.error("%s", self.poisoned)
+        return BackendUnavailable(self.poisoned, url=self.cfg.url)
+
+    def _compact(self) -> None:
+        """Seal this generation and rotate to the next (snapshot + fresh journal).
+
+        The seal record goes first, so a process still on this generation learns of the
+        rotation by reading the tail it reads anyway; whoever finds a seal without the next
+        journal (the rotator died) finishes the rotation. If finishing fails here, the
+        operation that triggered it has still succeeded: the next operation retries it.
+        """
+        rec = frame(self.seq + 1, dumps({"seal": self.gen + 1}))
+        self._append(rec)
+        self.offset += len(rec)
+        self.seq += 1
+        self.sealed = True
+        try:
+            self._rotate()
+        except OSError as exc:
+            log.warning("%s: journal rotation failed (%s); will retry", self.path, exc)
+
+    def _rotate(self) -> None:
+        """Write ``snap.<G+1>`` and ``journal.<G+1>`` for a sealed generation G and switch."""
+        assert self.state is not None
+        assert self.sealed
+        new = self.gen + 1
+        dfd = self.dir_fd
+        snap = frame(
+            0, dumps({**self._header(new), "state": self.state.dump()}), limit=_SNAPSHOT_LIMIT
+        )
+        header = frame(0, dumps(self._header(new)))
+        _io.atomic_write(dfd, f"snap.{new}", snap, durable=True)
+        _io.atomic_write(dfd, f"journal.{new}", header, durable=True)
+        fd = _io.open_file(f"journal.{new}", dfd, os.O_RDWR | os.O_APPEND)
+        _io.close_quietly(self.fd)
+        self.fd, self.gen, self.offset, self.seq, self.nrec = fd, new, len(header), 0, 0
+        self.sealed = False
+        self.dirty = False
+        self.snap_bytes = len(snap)
+        self.compact_at = self.cfg.compact_records
+        for old in (f"journal.{new - 2}", f"snap.{new - 2}"):
+            with contextlib.suppress(OSError):
+                os.unlink(old, dir_fd=dfd)
+
+
+def _after_seal(path: str, offset: int) -> CorruptData:
+    return CorruptData(
+        f"{path}: record at offset {offset} follows the generation's seal record",
+        path=path,
+        offset=offset,
+    )
+
+
+def _gens(names: set[str], prefix: str) -> set[int]:
+    out = set()
+    for n in names:
+        if n.startswith(prefix) and n[len(prefix) :].isdigit():
+            out.add(int(n[len(prefix) :]))
+    return out
+
+
+def _pread_all(fd: int, offset: int, size: int) -> bytes:
+    """Read exactly ``size`` bytes at ``offset`` (fewer only if the file is shorter)."""
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
