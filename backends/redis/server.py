@@ -75,6 +75,8 @@ class RedisServer:
         data_dir: working directory of the server (AOF files, log); default a fresh private
             temporary directory, removed by :meth:`stop`.
         autostart: start at once (default); otherwise call :meth:`start` or use ``with``.
+        unix_socket: also listen on ``<data_dir>/redis.sock`` (mode 0700); see
+            :attr:`unix_url`.
 
     Raises:
         RuntimeError: ``redis-server`` is not on PATH, or the server did not answer PING in
@@ -90,6 +92,7 @@ class RedisServer:
         *,
         autostart: bool = True,
         executable: str = "redis-server",
+        unix_socket: bool = False,
     ) -> None:
         found = shutil.which(executable)
         if found is None:
@@ -110,6 +113,7 @@ class RedisServer:
             else Path(tempfile.mkdtemp(prefix="unidist-redis-"))
         )
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.unix_socket = unix_socket
         self.config = HERE / ("redis-aof.conf" if aof else "redis.conf")
         self.proc: subprocess.Popen[bytes] | None = None
         if autostart:
@@ -121,6 +125,17 @@ class RedisServer:
         """``redis://[:password@]127.0.0.1:PORT/0``."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def socket_path(self) -> Path:
+        """Where the server listens when started with ``unix_socket=True``."""
+        return self.data_dir / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        """``unix://[:password@]/path/redis.sock?db=0`` (needs ``unix_socket=True``)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"unix://{auth}{self.socket_path}?db=0"
 
     @property
     def log_path(self) -> Path:
@@ -166,6 +181,8 @@ class RedisServer:
         ]
         if self.password is not None:
             argv += ["--requirepass", self.password]
+        if self.unix_socket:
+            argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

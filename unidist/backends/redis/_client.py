@@ -215,6 +215,12 @@ class Client:
                     self._backoff(attempt)
                     continue
                 raise self._unavailable(exc, what, ambiguous, policy) from exc
+            except RedisError as exc:
+                raise BackendUnavailable(
+                    f"Redis at {self.where} failed the connection handshake "
+                    f"({type(exc).__name__}: {_reason(exc)}); is it a Redis server?",
+                    url=self.url,
+                ) from exc
             try:
                 result = send(conn)
             except AuthenticationError as exc:
