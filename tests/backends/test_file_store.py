@@ -303,12 +303,12 @@ def test_queue_wait_wakes_on_put_from_other_handle(be, url):
     threading.Timer(0.1, lambda: b2.queue_put("q", "b", "1", 0, 0)).start()
     t0 = time.monotonic()
     be.queue_wait("q", 5)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.5
     assert be.queue_get("q", 5).id == "b"
     threading.Timer(0.1, lambda: b2.queue_put("new", "b", "1", 0, 0)).start()
     t0 = time.monotonic()
     be.queue_wait("new", 5)  # a queue that did not exist yet
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.5
     b2.close()
 
 
@@ -317,7 +317,7 @@ def test_queue_wait_bounded_by_delayed_message(be):
     be.queue_put("q", "a", "1", 0.15, 0)
     t0 = time.monotonic()
     be.queue_wait("q", 5)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.5
     time.sleep(max(0.0, 0.16 - (time.monotonic() - t0)))
     assert be.queue_get("q", 5).id == "a"
 
@@ -460,3 +460,35 @@ def test_poisoned_handle_refuses_until_reopen(be, url):
     be.close()
     assert be.counter_get("c") == 1
     assert be.counter_add("c", 1, "r") == 2
+
+
+def test_many_objects_keep_descriptors_bounded(tmp_path):
+    """Touching 400 objects keeps at most MAX_OPEN_HANDLES handles (3 fds each) open."""
+    from unidist.backends.file.store import MAX_OPEN_HANDLES
+
+    b = other("file://" + str(tmp_path / "d") + "?fsync=never")
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(400):
+        b.counter_add(f"c{i}", i, "r")
+    assert len(b.counters()) == 400
+    assert b.counters()["c399"] == 399
+    assert len(b._handles) <= MAX_OPEN_HANDLES
+    assert len(os.listdir("/proc/self/fd")) - before <= 3 * MAX_OPEN_HANDLES + 10
+    b.close()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_batch_mode_flushes_within_interval(tmp_path):
+    """fsync=batch leaves records dirty only until the flusher syncs them."""
+    b = other("file://" + str(tmp_path / "d") + "?fsync=batch&fsync_interval=0.05")
+    for _ in range(200):
+        b.counter_add("c", 1, "r")
+    h = b._handles[("counters", "c")]
+    deadline = time.monotonic() + 2
+    while h.dirty and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not h.dirty
+    b.close()
+    b2 = other("file://" + str(tmp_path / "d"))
+    assert b2.counter_get("c") == 200
+    b2.close()
