@@ -90,3 +90,85 @@ def test_snapshot_leaves_no_temp_files_and_ignores_umask(tmp_path: Path) -> None
     assert sorted(p.name for p in snap.parent.iterdir()) == ["u.json"]
     assert stat.S_IMODE(snap.stat().st_mode) == 0o600
     assert stat.S_IMODE(snap.parent.stat().st_mode) == 0o700
+
+
+def _archived(path: Path, name: str) -> MemoryBackend:
+    be = MemoryBackend.from_url(f"memory://{name}?archive={path}")
+    assert isinstance(be, MemoryBackend)
+    return be
+
+
+def test_archive_keeps_every_acknowledged_change(tmp_path: Path) -> None:
+    """With archive=, every change is journaled before returning and replayed at start."""
+    path = tmp_path / "a.journal"
+    be = _archived(path, "a1")
+    be.counter("c").incr(3)
+    st = be.state("b")
+    st["x"] = {"v": 1}
+    st["gone"] = 1
+    del st["gone"]
+    q = be.queue("q", max_attempts=1, visibility_timeout=30)
+    q.put("keep")
+    q.put("acked")
+    q.put("dies", priority=-1)
+    m = q.receive()
+    assert m.body == "keep"
+    m.nack()  # attempts 1 == max_attempts: dead
+    m2 = q.receive()
+    assert m2.body == "acked"
+    assert m2.ack()
+    lk = be.lock("l")
+    lk.acquire()
+    token = lk.token
+    # no close(): the journal must already hold everything
+    again = _archived(path, "a2")
+    assert again.counter("c").get() == 3
+    assert again.state("b").snapshot() == {"x": {"v": 1}}
+    q2 = again.queue("q")
+    assert [d.body for d in q2.dead()] == ["keep"]
+    assert q2.stats() == {"ready": 1, "delayed": 0, "in_flight": 0, "dead": 1}
+    assert q2.get(timeout=1) == "dies"
+    relock = again.lock("l")
+    assert relock.acquire(blocking=False)
+    assert token is not None
+    assert relock.token is not None
+    assert relock.token > token
+
+
+def test_archive_torn_tail_is_cut_and_damage_is_reported(tmp_path: Path) -> None:
+    """A torn last record is cut with a warning; a flipped byte mid-file is CorruptData."""
+    path = tmp_path / "t.journal"
+    be = _archived(path, "t1")
+    for i in range(5):
+        be.counter("c").set(i)
+    be.close()
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])
+    with pytest.warns(RuntimeWarning, match="torn tail"):
+        again = _archived(path, "t2")
+    assert again.counter("c").get() == 3
+    again.close()
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x40
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(unidist.CorruptData) as info:
+        _archived(path, "t3")
+    assert str(path) in str(info.value)
+
+
+def test_archive_compacts(tmp_path: Path) -> None:
+    """The journal is compacted when it grows far beyond the live data, keeping the values."""
+    path = tmp_path / "c.journal"
+    be = _archived(path, "c1")
+    c = be.counter("c")
+    for _ in range(10_050):
+        c.incr()
+    assert path.stat().st_size < 20_000
+    assert _archived(path, "c2").counter("c").get() == 10_050
+
+
+def test_snapshot_and_archive_together_is_invalid(tmp_path: Path) -> None:
+    """Choosing both snapshot= and archive= is an InvalidURL that says why."""
+    with pytest.raises(unidist.InvalidURL, match="not both"):
+        MemoryBackend.from_url(f"memory://x?snapshot={tmp_path}/s&archive={tmp_path}/a")

@@ -8,6 +8,10 @@ store). Options:
   (when something changed), at :meth:`MemoryBackend.close` and at interpreter exit. Locks are
   never snapshotted; messages in flight at the snapshot come back ready (at-least-once).
 * ``interval=S`` (default 5): seconds between snapshots.
+* ``archive=/path/file.journal``: instead of snapshots, append every change to a journal
+  (CRC-checked records, fsynced) *before* the call returns, and replay it at start; the journal
+  is compacted when it grows far beyond the live data. Nothing acknowledged is lost, at the
+  price of one fsync per change. Locks are not archived (fencing tokens are).
 
 Guarantees: every operation is atomic (one condition variable guards the whole store); waits
 are woken at once by the operation that ends them. Without ``snapshot`` nothing survives the
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from unidist._names import check_name
+from unidist.backends._memory_archive import Archive, Effect
 from unidist.backends._url import OptionParser, ParsedURL, opt_float, opt_str
 from unidist.backends.base import Backend, Delivery, LockGrant, Scope
 from unidist.codec import JSON
@@ -78,6 +83,7 @@ class _Lock:
     # holder -> event set when it is that waiter's turn (woken one by one, in FIFO order)
     events: dict[str, threading.Event] = field(default_factory=dict)
     limit: int = 1
+    leased: bool = False  # some slot has an expiry (prune has work to do)
 
     def wake_turns(self) -> None:
         """Set the events of the waiters that could now be granted a slot."""
@@ -105,6 +111,7 @@ class _Msg:
 
 @dataclass
 class _Queue:
+    name: str
     msgs: dict[str, _Msg] = field(default_factory=dict)
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-priority, seq, id)
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (due, seq, id)
@@ -116,7 +123,11 @@ class MemoryBackend(Backend):
     """Threads of one process sharing a store. See the module docs for options."""
 
     schemes: ClassVar[tuple[str, ...]] = ("memory",)
-    options: ClassVar[dict[str, OptionParser]] = {"snapshot": opt_str, "interval": opt_float}
+    options: ClassVar[dict[str, OptionParser]] = {
+        "snapshot": opt_str,
+        "interval": opt_float,
+        "archive": opt_str,
+    }
     scope: ClassVar[Scope] = "process"
 
     def __init__(self, parsed: ParsedURL) -> None:
@@ -139,7 +150,20 @@ class MemoryBackend(Backend):
         self._interval: float = parsed.options.get("interval", 5.0)
         if self._interval <= 0:
             raise InvalidURL(f"interval must be > 0 seconds in {parsed.url!r}")
+        self._archive: Archive | None = None
+        self._replaying = False
         snap = parsed.options.get("snapshot")
+        archive = parsed.options.get("archive")
+        if snap is not None and archive is not None:
+            raise InvalidURL(
+                f"memory:// takes snapshot= or archive=, not both, in {parsed.url!r} "
+                "(the archive already keeps everything)"
+            )
+        if archive is not None:
+            if not archive.startswith("/"):
+                raise InvalidURL(f"archive must be an absolute file path in {parsed.url!r}")
+            self._archive = Archive(Path(archive), self.url)
+            self._replay(self._archive.load())
         if snap is not None:
             if not snap.startswith("/"):
                 raise InvalidURL(f"snapshot must be an absolute file path in {parsed.url!r}")
@@ -161,6 +185,9 @@ class MemoryBackend(Backend):
         if self._closed:
             return
         self._closed = True
+        if self._archive is not None:
+            with self._cond:
+                self._archive.close()
         if self._snapshot_path is not None:
             self._stop.set()
             if self._writer is not threading.current_thread():
@@ -254,7 +281,7 @@ class MemoryBackend(Backend):
                 str(b): {str(k): str(v) for k, v in kv.items()} for b, kv in data["state"].items()
             }
             for qname, rows in data["queues"].items():
-                q = self._queues.setdefault(str(qname), _Queue())
+                q = self._queue(str(qname))
                 for mid, body, prio, enq, attempts, state, due in rows:
                     m = _Msg(str(mid), str(body), int(prio), next(self._seq), float(enq))
                     m.attempts = int(attempts)
@@ -271,8 +298,88 @@ class MemoryBackend(Backend):
                 f"memory snapshot {path} is damaged: {exc}", path=str(path), offset=-1
             ) from exc
 
-    def _changed(self) -> None:
+    def _changed(self, *effects: Effect) -> None:
+        """Note a change; with ``archive=``, journal its effects (fsynced) before returning."""
         self._dirty = True
+        archive = self._archive
+        if archive is None or self._replaying or not effects:
+            return
+        archive.append(list(effects))
+        live = len(self._counters) + sum(len(kv) for kv in self._state.values())
+        live += sum(len(q.msgs) for q in self._queues.values()) + len(self._tokens)
+        if archive.wants_compaction(live):
+            archive.compact(self._effects_of_state())
+
+    def _effects_of_state(self) -> list[Effect]:
+        """The whole persistent state as effects (for archive compaction)."""
+        out: list[Effect] = [["c", n, v] for n, v in self._counters.items()]
+        out += [["t", n, v] for n, v in self._tokens.items()]
+        out += [["s", b, k, v] for b, kv in self._state.items() for k, v in kv.items()]
+        for q in self._queues.values():
+            out += [
+                ["m", q.name, m.id, m.body, m.priority, m.enqueued_at, m.attempts, m.state, m.due]
+                for m in sorted(q.msgs.values(), key=lambda m: m.seq)
+            ]
+        return out
+
+    def _replay(self, effects: list[Effect]) -> None:
+        """Apply archived effects in order (idempotent: each names the resulting value)."""
+        self._replaying = True
+        try:
+            for eff in effects:
+                kind = eff[0]
+                if kind == "c":
+                    self._counters[eff[1]] = int(eff[2])
+                elif kind == "t":
+                    self._tokens[eff[1]] = max(self._tokens.get(eff[1], 0), int(eff[2]))
+                elif kind == "s":
+                    kv = self._state.setdefault(eff[1], {})
+                    if eff[3] is None:
+                        kv.pop(eff[2], None)
+                    else:
+                        kv[eff[2]] = eff[3]
+                elif kind == "S":
+                    self._state.pop(eff[1], None)
+                elif kind == "m":
+                    q = self._queue(eff[1])
+                    _, _, mid, body, prio, enq, attempts, state, due = eff
+                    old = q.msgs.pop(mid, None)
+                    if old is not None:
+                        q.dead.pop(mid, None)
+                    m = _Msg(mid, body, int(prio), next(self._seq), float(enq), int(attempts))
+                    q.msgs[mid] = m
+                    self._restore_state(q, m, state, float(due))
+                elif kind == "u":
+                    q = self._queue(eff[1])
+                    known = q.msgs.get(eff[2])
+                    if known is not None:
+                        q.dead.pop(known.id, None)
+                        known.attempts = int(eff[3])
+                        known.seq = next(self._seq)
+                        self._restore_state(q, known, eff[4], float(eff[5]))
+                elif kind == "d":
+                    q = self._queue(eff[1])
+                    if q.msgs.pop(eff[2], None) is not None:
+                        q.dead.pop(eff[2], None)
+                else:
+                    raise ValueError(f"unknown effect {kind!r}")
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise CorruptData(
+                f"memory archive {self._archive.path if self._archive else ''} holds an "
+                f"invalid record: {exc}",
+                path=str(self._archive.path if self._archive else ""),
+            ) from exc
+        finally:
+            self._replaying = False
+
+    def _restore_state(self, q: _Queue, m: _Msg, state: str, due: float) -> None:
+        # Messages in flight at the crash come back ready (at-least-once).
+        if state == "dead":
+            self._q_dead(q, m)
+        elif state == "delayed":
+            self._q_delay(q, m, due)
+        else:
+            self._q_ready(q, m)
 
     # ------------------------------------------------------------------ locks
     def _lock(self, name: str) -> _Lock:
@@ -283,15 +390,19 @@ class MemoryBackend(Backend):
 
     @staticmethod
     def _prune(lk: _Lock) -> None:
-        now = time.time()
-        for h in [
-            h for h, s in lk.slots.items() if s.expires_at is not None and s.expires_at <= now
-        ]:
-            del lk.slots[h]
-        mono = time.monotonic()
-        for h in [h for h, (_, exp) in lk.waiters.items() if exp <= mono]:
-            del lk.waiters[h]
-            lk.events.pop(h, None)
+        if lk.leased:
+            now = time.time()
+            expired = [
+                h for h, s in lk.slots.items() if s.expires_at is not None and s.expires_at <= now
+            ]
+            for h in expired:
+                del lk.slots[h]
+            lk.leased = any(s.expires_at is not None for s in lk.slots.values())
+        if lk.waiters:
+            mono = time.monotonic()
+            for h in [h for h, (_, exp) in lk.waiters.items() if exp <= mono]:
+                del lk.waiters[h]
+                lk.events.pop(h, None)
 
     def lock_acquire(
         self,
@@ -320,7 +431,9 @@ class MemoryBackend(Backend):
                 now = time.time()
                 slot = _Slot(holder, token, now, None if ttl is None else now + ttl, dict(info))
                 lk.slots[holder] = slot
-                self._changed()
+                if ttl is not None:
+                    lk.leased = True
+                self._changed(["t", name, token])
                 return LockGrant(name, holder, token, slot.acquired_at, slot.expires_at)
             if waiting:
                 reg = lk.waiters.get(holder)
@@ -367,6 +480,7 @@ class MemoryBackend(Backend):
             if slot is None:
                 return False
             slot.expires_at = None if ttl is None else time.time() + ttl
+            lk.leased = lk.leased or ttl is not None
             return slot.expires_at
 
     def lock_owners(self, name: str) -> list[dict[str, JSON]]:
@@ -424,7 +538,7 @@ class MemoryBackend(Backend):
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise OverflowError(f"counter {name!r} would leave the signed 64-bit range")
             self._counters[name] = value
-            self._changed()
+            self._changed(["c", name, value])
             return value
 
     def counter_get(self, name: str) -> int:
@@ -438,7 +552,7 @@ class MemoryBackend(Backend):
             raise OverflowError(f"counter value {value} is outside the signed 64-bit range")
         with self._cond:
             self._counters[name] = value
-            self._changed()
+            self._changed(["c", name, value])
 
     def counters(self) -> dict[str, int]:
         with self._cond:
@@ -459,18 +573,18 @@ class MemoryBackend(Backend):
     def state_set(self, bucket: str, key: str, value: str) -> None:
         with self._cond:
             self._bucket(bucket)[key] = value
-            self._changed()
+            self._changed(["s", bucket, key, value])
 
     def state_update(self, bucket: str, items: Mapping[str, str]) -> None:
         with self._cond:
             self._bucket(bucket).update(items)
-            self._changed()
+            self._changed(*(["s", bucket, k, v] for k, v in items.items()))
 
     def state_delete(self, bucket: str, key: str) -> str | None:
         with self._cond:
             old = self._bucket(bucket).pop(key, None)
             if old is not None:
-                self._changed()
+                self._changed(["s", bucket, key, None])
             return old
 
     def state_cas(self, bucket: str, key: str, expected: str | None, new: str | None) -> bool:
@@ -486,7 +600,7 @@ class MemoryBackend(Backend):
                 kv.pop(key, None)
             else:
                 kv[key] = new
-            self._changed()
+            self._changed(["s", bucket, key, new])
             return True
 
     def state_items(self, bucket: str) -> dict[str, str]:
@@ -500,7 +614,7 @@ class MemoryBackend(Backend):
     def state_clear(self, bucket: str) -> None:
         with self._cond:
             self._bucket(bucket).clear()
-            self._changed()
+            self._changed(["S", bucket])
 
     def buckets(self) -> list[str]:
         with self._cond:
@@ -511,27 +625,35 @@ class MemoryBackend(Backend):
         check_name(name, "queue name")
         q = self._queues.get(name)
         if q is None:
-            q = self._queues[name] = _Queue()
+            q = self._queues[name] = _Queue(name)
         return q
 
-    @staticmethod
-    def _q_ready(q: _Queue, m: _Msg) -> None:
+    def _q_logged(self, q: _Queue, m: _Msg) -> None:
+        self._changed(["u", q.name, m.id, m.attempts, m.state, m.due])
+
+    def _q_ready(self, q: _Queue, m: _Msg) -> None:
         m.state = "ready"
         m.receipt = ""
         heapq.heappush(q.ready, (-m.priority, m.seq, m.id))
+        self._q_logged(q, m)
 
-    @staticmethod
-    def _q_delay(q: _Queue, m: _Msg, due: float) -> None:
+    def _q_delay(self, q: _Queue, m: _Msg, due: float) -> None:
         m.state = "delayed"
         m.due = due
         m.receipt = ""
         heapq.heappush(q.delayed, (due, m.seq, m.id))
+        self._q_logged(q, m)
 
-    @staticmethod
-    def _q_dead(q: _Queue, m: _Msg) -> None:
+    def _q_dead(self, q: _Queue, m: _Msg) -> None:
         m.state = "dead"
         m.receipt = ""
         q.dead[m.id] = None
+        self._q_logged(q, m)
+
+    def _q_delete(self, q: _Queue, m: _Msg) -> None:
+        del q.msgs[m.id]
+        q.dead.pop(m.id, None)
+        self._changed(["d", q.name, m.id])
 
     def _q_maintain(self, q: _Queue, max_attempts: int) -> None:
         now = time.time()
@@ -540,7 +662,8 @@ class MemoryBackend(Backend):
             m = q.msgs.get(mid)
             if m is not None and m.state == "delayed":
                 m.seq = next(self._seq)
-                self._q_ready(q, m)
+                m.state = "ready"
+                heapq.heappush(q.ready, (-m.priority, m.seq, m.id))
         while q.inflight and q.inflight[0][0] <= now:
             _, mid, receipt = heapq.heappop(q.inflight)
             m = q.msgs.get(mid)
@@ -549,7 +672,6 @@ class MemoryBackend(Backend):
                     self._q_dead(q, m)
                 else:
                     self._q_ready(q, m)
-                self._changed()
 
     def _q_pop_ready(self, q: _Queue) -> _Msg | None:
         while q.ready:
@@ -568,10 +690,11 @@ class MemoryBackend(Backend):
             m = _Msg(msg_id, body, priority, next(self._seq), now)
             q.msgs[msg_id] = m
             if delay > 0:
-                self._q_delay(q, m, now + delay)
+                m.state, m.due = "delayed", now + delay
+                heapq.heappush(q.delayed, (m.due, m.seq, m.id))
             else:
-                self._q_ready(q, m)
-            self._changed()
+                heapq.heappush(q.ready, (-m.priority, m.seq, m.id))
+            self._changed(["m", name, m.id, body, priority, now, 0, m.state, m.due])
             self._cond.notify_all()
             return True
 
@@ -589,7 +712,7 @@ class MemoryBackend(Backend):
             m.receipt = f"{m.id}:{m.attempts}:{uuid.uuid4().hex[:12]}"
             m.due = time.time() + visibility_timeout
             heapq.heappush(q.inflight, (m.due, m.id, m.receipt))
-            self._changed()
+            self._q_logged(q, m)
             return Delivery(m.id, m.body, m.attempts, m.receipt, m.priority, m.enqueued_at)
 
     def queue_get(self, name: str, max_attempts: int) -> Delivery | None:
@@ -599,8 +722,7 @@ class MemoryBackend(Backend):
             m = self._q_pop_ready(q)
             if m is None:
                 return None
-            del q.msgs[m.id]
-            self._changed()
+            self._q_delete(q, m)
             return Delivery(m.id, m.body, m.attempts + 1, "", m.priority, m.enqueued_at)
 
     def _q_current(self, name: str, msg_id: str, receipt: str) -> tuple[_Queue, _Msg] | None:
@@ -616,8 +738,7 @@ class MemoryBackend(Backend):
             if found is None:
                 return False
             q, m = found
-            del q.msgs[m.id]
-            self._changed()
+            self._q_delete(q, m)
             return True
 
     def queue_nack(
@@ -635,7 +756,6 @@ class MemoryBackend(Backend):
             else:
                 m.seq = next(self._seq)
                 self._q_ready(q, m)
-            self._changed()
             self._cond.notify_all()
             return True
 
@@ -675,7 +795,6 @@ class MemoryBackend(Backend):
                 n += 1
             q.dead.clear()
             if n:
-                self._changed()
                 self._cond.notify_all()
             return n
 
@@ -688,12 +807,9 @@ class MemoryBackend(Backend):
                 if m.state in ("ready", "delayed") or (dead and m.state == "dead")
             ]
             for mid in gone:
-                del q.msgs[mid]
-                q.dead.pop(mid, None)
+                self._q_delete(q, q.msgs[mid])
             q.ready.clear()
             q.delayed.clear()
-            if gone:
-                self._changed()
             return len(gone)
 
     def queue_wait(self, name: str, timeout: float) -> None:
