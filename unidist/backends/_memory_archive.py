@@ -48,6 +48,8 @@ class Archive:
         self._seq = 0
         self._records = 0
         self._poisoned: str | None = None
+        #: compaction starts once the journal holds at least this many records.
+        self.compact_min = COMPACT_MIN_RECORDS
 
     # ------------------------------------------------------------------ open / replay
     def load(self) -> list[Effect]:
@@ -128,7 +130,7 @@ class Archive:
 
     def wants_compaction(self, live_objects: int) -> bool:
         """True when the journal holds far more records than live objects."""
-        return self._records >= max(COMPACT_MIN_RECORDS, 4 * live_objects)
+        return self._records >= max(self.compact_min, 4 * live_objects)
 
     def compact(self, state: list[Effect]) -> None:
         """Replace the archive with a header and one record holding ``state`` (atomic)."""

@@ -3,8 +3,9 @@
 Layout (all below the data directory, created 0700; files 0600):
 
 * ``locks/`` — lock and semaphore slots (flock, see :mod:`.locks`)
-* ``counters/``, ``state/``, ``queues/`` — one journal of CRC-checked records per object plus
-  atomically written snapshots (see :mod:`.store`)
+* ``counters/``, ``state/``, ``queues/``, ``members/`` — one directory per object holding its
+  journal of CRC-checked records and atomically written snapshots (see :mod:`.store`); one
+  operation's record may carry at most 256 MiB
 
 Options (query string):
 
