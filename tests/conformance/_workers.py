@@ -174,9 +174,9 @@ def hold_until_killed(
     return {}
 
 
-def incr_until_killed(start: Start, index: int, url: str, name: str, n: int) -> Result:
-    """``incr(n)``, print ``done VALUE`` once it returned, then block until killed."""
-    value = unidist.SharedCounter(name, backend=url).incr(n)
+def incr_until_killed(start: Start, index: int, url: str, name: str, amount: int) -> Result:
+    """``incr(amount)``, print ``done VALUE`` once it returned, then block until killed."""
+    value = unidist.SharedCounter(name, backend=url).incr(amount)
     print(f"done {value}", flush=True)
     sys.stdin.read()
     return {}

@@ -177,7 +177,7 @@ def test_an_increment_that_returned_survives_kill_9_and_a_new_process_reads_it(
     backend_url: str,
 ) -> None:
     """incr() that returned in a process killed at once is seen by a new process."""
-    with children("incr_until_killed", url=backend_url, name="durable", n=7) as (writer,):
+    with children("incr_until_killed", url=backend_url, name="durable", amount=7) as (writer,):
         assert int(writer.expect("done")) == 7
         writer.kill()
     with children("read_counter", url=backend_url, name="durable") as (reader,):

