@@ -1,0 +1,193 @@
+"""unidist against its peers: locks, counters, state buckets and queues, in one run.
+
+Usage (``scripts/bench.sh`` makes the environment with the peers and runs this)::
+
+    python benchmarks/run.py                   # everything, 5 repetitions (~10 min on 2 cores)
+    python benchmarks/run.py --quick           # 2 short repetitions (~2 min)
+    python benchmarks/run.py --only locks      # locks|counters|state|queues (comma-separated)
+    python benchmarks/run.py --repeat 7 --duration 1
+    python benchmarks/run.py --filter redis    # rows whose id contains a substring
+    python benchmarks/run.py --save            # also results/<date>-<N>core.json and .txt
+
+Each row is one implementation with 1 or 4 threads or 4 spawned processes; the table shows
+the median ops/s with min-max over the repetitions, the durability each row runs with, the
+ratio unidist/this row at the same worker configuration, and the targets from the issues
+(reported, never asserted). Results go to benchmarks/results/latest.json (with machine facts
+and package versions). Redis rows use throwaway redis-servers on loopback ports, one without
+persistence and one with AOF ``appendfsync always``; they are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (str(HERE), str(ROOT)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import _harness as h  # noqa: E402
+
+GROUPS = {
+    "locks": "cases_locks",
+    "counters": "cases_counters",
+    "state": "cases_state",
+    "queues": "cases_queues",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="unidist benchmarks against peer libraries (ratios, never asserts)."
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated groups to run: " + ", ".join(GROUPS) + " (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="2 short repetitions per case")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions per case (5)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per repetition")
+    parser.add_argument("--workers", default="1,4", help="thread worker counts (1,4)")
+    parser.add_argument("--process-workers", default="4", help="process worker counts (4)")
+    parser.add_argument("--filter", default="", help="only rows whose id contains this")
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument(
+        "--out", default=str(HERE / "results" / "latest.json"), help="JSON output path"
+    )
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="also write results/<date>-<N>core.json and .txt (for committing)",
+    )
+    parser.add_argument("--dir", default=None, help="scratch directory parent (default: TMPDIR)")
+    args = parser.parse_args(argv)
+    only = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = [g for g in only if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    args.groups = only or list(GROUPS)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    return args
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings.simplefilter("ignore")
+    modules = [GROUPS[g] for g in args.groups]
+    h._import_modules(modules)
+    settings = h.Settings(repeat=2, duration=0.15, warmup=0.03) if args.quick else h.Settings()
+    if args.repeat is not None:
+        settings.repeat = args.repeat
+    if args.duration is not None:
+        settings.duration = args.duration
+    groups = set(args.groups)
+    items = [i for i in h.REGISTRY.values() if i.group in groups and args.filter in i.id]
+    workers, pworkers = _ints(args.workers), _ints(args.process_workers)
+
+    # Config-major order inside each (group, backend) block, so that drift over time hits
+    # unidist and its peers alike.
+    plan: list[tuple[h.Impl, int, str]] = []
+    blocks: dict[tuple[str, str, str], list[h.Impl]] = {}
+    for item in items:
+        blocks.setdefault((item.group, item.backend, item.primitive), []).append(item)
+    for block in blocks.values():
+        configs: list[tuple[int, str]] = []
+        for item in block:
+            for c in h.configs_for(item, workers, pworkers):
+                if c not in configs:
+                    configs.append(c)
+        for c in configs:
+            plan.extend((item, *c) for item in block if c in h.configs_for(item, workers, pworkers))
+    if args.list:
+        for item, w, kind in plan:
+            print(f"{item.id:40} {h.fmt_config(w, kind):10} {item.durability}")
+        return 0
+
+    runner = h.CaseRunner(settings, modules, args.dir)
+    rows: list[h.Row] = []
+    started = time.monotonic()
+    try:
+        for n, (item, w, kind) in enumerate(plan, 1):
+            row = runner.run(item, w, kind)
+            rows.append(row)
+            shown = row.error if row.error else f"{h.fmt_rate(row.median)} ops/s"
+            print(
+                f"[{n}/{len(plan)} {time.monotonic() - started:5.0f}s] {item.id} "
+                f"{h.fmt_config(w, kind)}: {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
+        facts = h.machine_facts(str(runner.base), ROOT, runner.services)
+    finally:
+        runner.close()
+
+    order = {(i.id, w, k): n for n, (i, w, k) in enumerate(plan)}
+    # Table order: block, config, then unidist rows first.
+    role_rank = {"unidist": 0, "peer": 1, "limit": 2}
+    block_rank = {key: n for n, key in enumerate(blocks)}
+    rows.sort(
+        key=lambda r: (
+            block_rank[(r.group, r.backend, r.primitive)],
+            (r.kind != "thread", r.workers),
+            role_rank.get(r.role, 3),
+            order[(r.id, r.workers, r.kind)],
+        )
+    )
+    summary = h.analyse(rows, [t for t in h.TARGETS if t.unidist in {i.id for i in items}])
+    elapsed = time.monotonic() - started
+    header = (
+        f"unidist benchmarks: {facts['cpu_count']} CPUs ({facts['cpu_model']}), "
+        f"{facts['kernel']}, {facts['python']}, scratch on {facts['bench_dir_fs']}; "
+        f"{settings.repeat} x {settings.duration}s per case; median ops/s (min-max); "
+        f"run took {elapsed:.0f}s"
+    )
+    text = "\n\n".join(
+        [
+            header,
+            h.render_table(rows),
+            h.render_targets(summary),
+            h.render_notes(items),
+            "Package versions: " + ", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v),
+        ]
+    )
+    print(text)
+    payload = {
+        "machine": facts,
+        "settings": {
+            **vars(settings),
+            "groups": args.groups,
+            "filter": args.filter,
+            "workers": workers,
+            "process_workers": pworkers,
+            "elapsed_s": round(elapsed, 1),
+        },
+        "rows": h.rows_to_json(rows),
+        "targets": summary,
+    }
+    out = Path(args.out)
+    h.write_json(out, payload)
+    out.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+    print(f"\nwrote {out}", file=sys.stderr)
+    if args.save:
+        stem = f"{dt.date.today().isoformat()}-{os.cpu_count()}core"
+        h.write_json(HERE / "results" / f"{stem}.json", payload)
+        (HERE / "results" / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {HERE / 'results' / stem}.json and .txt", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
