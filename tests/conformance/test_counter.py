@@ -138,6 +138,7 @@ def test_eight_threads_times_10000_incr_count_exactly_80000(backend: Backend) ->
     _threads_incr(backend, 8, THREAD_INCRS_FULL)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_processes_incrementing_without_a_lock_count_exactly(backend_url: str) -> None:
     """8 processes x 500 incr() without any lock end exactly at 4,000, no value seen twice."""
@@ -172,6 +173,7 @@ def test_counters_survive_a_restart_of_the_backend(
         unidist.backends.reset()
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_an_increment_that_returned_survives_kill_9_and_a_new_process_reads_it(
     backend_url: str,

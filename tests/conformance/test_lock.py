@@ -437,6 +437,7 @@ def _run_exclusion(backend: Backend, backend_url: str, tmp_path: Path, n: int, m
     _assert_exclusion(results, n * m)
 
 
+@pytest.mark.multiprocess
 def test_workers_under_the_lock_never_lose_an_update(
     backend: Backend, backend_url: str, tmp_path: Path
 ) -> None:
@@ -445,6 +446,7 @@ def test_workers_under_the_lock_never_lose_an_update(
     _run_exclusion(backend, backend_url, tmp_path, *EXCLUSION_DEFAULT)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_eight_workers_times_500_under_the_lock_count_exactly_4000(
     backend: Backend, backend_url: str, tmp_path: Path
@@ -482,6 +484,7 @@ def _fair_run(backend: Backend, backend_url: str) -> tuple[bool, str]:
     return total >= FAIR_MIN_RATIO * ideal, report
 
 
+@pytest.mark.multiprocess
 def test_no_waiter_starves(backend: Backend, backend_url: str) -> None:
     """4 workers holding the lock 1 ms each for 2 s: counts within 1.5x of each other and the
     total at least 0.85x the ideal (elapsed / mean measured hold)."""
@@ -504,6 +507,7 @@ def _acquire_after(lock: unidist.SharedLock, since: float, bound: float) -> floa
     return time.monotonic() - since
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_a_killed_holder_hands_the_lock_over_in_time(backend_kind: str, backend_url: str) -> None:
     """kill -9 of a process holding the lock: another process takes it within the backend's
@@ -530,6 +534,7 @@ def test_a_killed_holder_hands_the_lock_over_in_time(backend_kind: str, backend_
         unidist.backends.reset()
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_a_forked_child_never_releases_its_parents_lock(backend_url: str) -> None:
     """After os.fork() the child's release raises LockNotOwned, it cannot take the lock, and
@@ -542,6 +547,7 @@ def test_a_forked_child_never_releases_its_parents_lock(backend_url: str) -> Non
     assert res["owner_token"] == res["token"]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_a_killed_parent_frees_its_lock_while_its_forked_child_lives(
     backend_kind: str, backend_url: str

@@ -121,6 +121,7 @@ def test_semaphore_arguments_are_validated(backend: Backend) -> None:
     assert backend.locks() == {}
 
 
+@pytest.mark.multiprocess
 def test_never_more_than_limit_inside_and_everyone_gets_in(
     backend: Backend, backend_url: str, tmp_path: Path
 ) -> None:
@@ -148,6 +149,7 @@ def test_never_more_than_limit_inside_and_everyone_gets_in(
     assert os.listdir(slots) == []
 
 
+@pytest.mark.multiprocess
 @pytest.mark.scope("host")
 def test_a_killed_holders_slot_is_freed(backend_kind: str, backend_url: str) -> None:
     """kill -9 of a process holding a slot frees that slot within the backend's bound."""
