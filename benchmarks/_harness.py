@@ -17,9 +17,10 @@ How a case runs:
    size doubles until a batch takes a few milliseconds, then reports its operation count and
    its start and end times (``perf_counter``: CLOCK_MONOTONIC, shared by all processes).
    The sample is ``sum(ops) / (last end - first start)``.
-4. That is repeated ``repeat`` times with the same workers; the row reports the median with
-   min-max. Process workers are a pool of spawned processes kept across cases (a pool is
-   thrown away after any error in it).
+4. That is repeated ``repeat`` times; the row reports the median with min-max. ``run.py``
+   interleaves: the implementations of one block and worker configuration take turns, one
+   repetition each, so that drift in the machine's load hits them alike. Process workers are
+   a pool of spawned processes kept across cases (a pool is thrown away after any error).
 
 A case that fails (a backend not built yet, a peer missing, a timeout) becomes an error row;
 the run goes on. Nothing here asserts a timing: targets are reported, never enforced.
@@ -275,6 +276,21 @@ class Row:
         return statistics.median(self.samples) if self.samples and not self.error else None
 
 
+def new_row(item: Impl, workers: int, kind: str) -> Row:
+    return Row(
+        id=item.id,
+        group=item.group,
+        backend=item.backend,
+        primitive=item.primitive,
+        label=item.label,
+        role=item.role,
+        durability=item.durability,
+        workers=workers,
+        kind=kind,
+        compare_to=item.compare_to,
+    )
+
+
 @dataclass
 class Settings:
     repeat: int = 5
@@ -342,6 +358,7 @@ class CaseRunner:
         self.base = Path(tempfile.mkdtemp(prefix="unidist-bench-", dir=base_dir))
         self.services = Services()
         self.pools: dict[int, ProcessPool] = {}
+        self._repeat = settings.repeat
 
     def close(self) -> None:
         for pool in self.pools.values():
@@ -364,19 +381,16 @@ class CaseRunner:
         if pool is not None:
             pool.close(kill=True)
 
-    def run(self, item: Impl, workers: int, kind: str) -> Row:
-        row = Row(
-            id=item.id,
-            group=item.group,
-            backend=item.backend,
-            primitive=item.primitive,
-            label=item.label,
-            role=item.role,
-            durability=item.durability,
-            workers=workers,
-            kind=kind,
-            compare_to=item.compare_to,
-        )
+    def run(self, item: Impl, workers: int, kind: str, repeat: int | None = None) -> Row:
+        """Run one case ``repeat`` times (default: the settings) with one set of workers."""
+        row = new_row(item, workers, kind)
+        self.run_into(row, item, repeat)
+        return row
+
+    def run_into(self, row: Row, item: Impl, repeat: int | None = None) -> None:
+        """Run one case and add its samples to ``row`` (or set ``row.error``)."""
+        workers, kind = row.workers, row.kind
+        self._repeat = self.settings.repeat if repeat is None else repeat
         case_dir = self.base / f"{item.id}-{workers}{kind[0]}-{uuid.uuid4().hex[:6]}"
         case_dir.mkdir(mode=0o700)
         if "redis" in item.needs:
@@ -395,12 +409,12 @@ class CaseRunner:
             if item.setup is not None:
                 shared = item.setup(env)
             if kind == "thread":
-                row.samples, row.error = self._run_threads(item, env, shared)
+                samples, row.error = self._run_threads(item, env, shared)
             else:
-                row.samples, row.error = self._run_processes(item, env, shared)
+                samples, row.error = self._run_processes(item, env, shared)
+            row.samples.extend(samples)
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
-            row.samples = []
         finally:
             if item.teardown is not None:
                 with contextlib.suppress(Exception):
@@ -408,11 +422,10 @@ class CaseRunner:
             if "redis" in item.needs:
                 self.services.flush()
             shutil.rmtree(case_dir, ignore_errors=True)
-        return row
 
     def _args(self) -> tuple[int, float, float]:
         s = self.settings
-        return s.repeat, s.duration, s.warmup
+        return self._repeat, s.duration, s.warmup
 
     def _run_threads(self, item: Impl, env: Env, shared: Any) -> tuple[list[float], str | None]:
         barrier = threading.Barrier(env.workers + 1)

@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also write results/<date>-<N>core.json and .txt (for committing)",
     )
+    parser.add_argument(
+        "--no-interleave",
+        dest="interleave",
+        action="store_false",
+        help="run all repetitions of a case in a row (default: cases take turns)",
+    )
     parser.add_argument("--dir", default=None, help="scratch directory parent (default: TMPDIR)")
     args = parser.parse_args(argv)
     only = [g.strip() for g in args.only.split(",") if g.strip()]
@@ -97,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     items = [i for i in h.REGISTRY.values() if i.group in groups and args.filter in i.id]
     workers, pworkers = _ints(args.workers), _ints(args.process_workers)
 
-    # Config-major order inside each (group, backend) block, so that drift over time hits
-    # unidist and its peers alike.
-    plan: list[tuple[h.Impl, int, str]] = []
+    # Inside each (group, backend, operation) block and worker configuration, the cases take
+    # turns: repetition 1 of every implementation, then repetition 2, ... so that drift in
+    # the machine's load hits unidist and its peers alike (--no-interleave: all repetitions of
+    # a case in a row, with one set of workers, which is faster).
     blocks: dict[tuple[str, str, str], list[h.Impl]] = {}
     for item in items:
         blocks.setdefault((item.group, item.backend, item.primitive), []).append(item)
+    steps: list[tuple[tuple[int, str], list[h.Impl]]] = []
     for block in blocks.values():
         configs: list[tuple[int, str]] = []
         for item in block:
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 if c not in configs:
                     configs.append(c)
         for c in configs:
-            plan.extend((item, *c) for item in block if c in h.configs_for(item, workers, pworkers))
+            steps.append((c, [i for i in block if c in h.configs_for(i, workers, pworkers)]))
+    plan = [(item, *c) for c, group in steps for item in group]
     if args.list:
         for item, w, kind in plan:
             print(f"{item.id:40} {h.fmt_config(w, kind):10} {item.durability}")
@@ -119,17 +128,26 @@ def main(argv: list[str] | None = None) -> int:
     runner = h.CaseRunner(settings, modules, args.dir)
     rows: list[h.Row] = []
     started = time.monotonic()
+    done = 0
     try:
-        for n, (item, w, kind) in enumerate(plan, 1):
-            row = runner.run(item, w, kind)
-            rows.append(row)
-            shown = row.error if row.error else f"{h.fmt_rate(row.median)} ops/s"
-            print(
-                f"[{n}/{len(plan)} {time.monotonic() - started:5.0f}s] {item.id} "
-                f"{h.fmt_config(w, kind)}: {shown}",
-                file=sys.stderr,
-                flush=True,
-            )
+        for (w, kind), group in steps:
+            group_rows = [h.new_row(item, w, kind) for item in group]
+            rounds = settings.repeat if args.interleave else 1
+            per_case = 1 if args.interleave else settings.repeat
+            for _ in range(rounds):
+                for item, row in zip(group, group_rows):
+                    if row.error is None:
+                        runner.run_into(row, item, per_case)
+            for row in group_rows:
+                done += 1
+                shown = row.error if row.error else f"{h.fmt_rate(row.median)} ops/s"
+                print(
+                    f"[{done}/{len(plan)} {time.monotonic() - started:4.0f}s] {row.id} "
+                    f"{h.fmt_config(w, kind)}: {shown}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            rows.extend(group_rows)
         facts = h.machine_facts(str(runner.base), ROOT, runner.services)
     finally:
         runner.close()
@@ -170,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             **vars(settings),
             "groups": args.groups,
             "filter": args.filter,
+            "interleave": args.interleave,
             "workers": workers,
             "process_workers": pworkers,
             "elapsed_s": round(elapsed, 1),
