@@ -21,6 +21,7 @@ from unidist.errors import (
 from unidist.lock import SharedLock, SharedSemaphore
 from unidist.queue import Message, MessageQueue
 from unidist.state import SharedState
+from unidist.threadsafe import ThreadSafeDict, ThreadSafeList
 
 __version__ = "0.1.0.dev0"
 
@@ -42,6 +43,8 @@ __all__ = [
     "SharedLock",
     "SharedSemaphore",
     "SharedState",
+    "ThreadSafeDict",
+    "ThreadSafeList",
     "UnidistError",
     "__version__",
     "connect",
