@@ -477,6 +477,67 @@ def test_waiter_registration_lapses(rbe: RedisBackend) -> None:
     assert rbe.lock_acquire("l", 1, "late", {}, None) is not None
 
 
+def test_release_hands_the_slot_to_the_head_waiter(rbe: RedisBackend) -> None:
+    """A release gives the slot straight to the FIFO head: its blocked lock_wait claims it
+    and the next lock_acquire returns it with a larger token."""
+    g0 = rbe.lock_acquire("l", 1, "a", {"who": "a"}, None)
+    assert g0 is not None
+    assert rbe.lock_acquire("l", 1, "w", {"who": "w"}, 30, waiting=True) is None
+    rbe.lock_release("l", "a")
+    assert [o["who"] for o in rbe.lock_owners("l")] == ["w"]
+    rbe.lock_wait("l", 1.0, "w")
+    g = rbe.lock_acquire("l", 1, "w", {"who": "w"}, 30, waiting=True)
+    assert g is not None
+    assert g.token > g0.token
+    assert g.expires_at is not None
+    assert abs(g.expires_at - g.acquired_at - 30) < 1e-3
+    assert rbe.lock_release("l", "w") is True
+
+
+def test_unclaimed_handoff_to_a_dead_waiter_lapses(rbe: RedisBackend) -> None:
+    """A waiter that died after registering gets the slot handed over but never claims it;
+    after WAITER_TTL the slot goes to the next waiter, even for a lock without ttl."""
+    rbe.WAITER_TTL = 0.3  # type: ignore[misc]
+    assert rbe.lock_acquire("l", 1, "a", {}, None)
+    assert rbe.lock_acquire("l", 1, "dead", {}, None, waiting=True) is None
+    assert rbe.lock_acquire("l", 1, "next", {}, None, waiting=True) is None
+    rbe.lock_release("l", "a")  # handed to "dead", which never calls again
+    assert rbe.lock_acquire("l", 1, "next", {}, None, waiting=True) is None
+    time.sleep(0.35)
+    g = rbe.lock_acquire("l", 1, "next", {}, None, waiting=True)
+    assert g is not None
+    assert [o["holder"] for o in rbe.lock_owners("l")] == ["next"]
+    time.sleep(0.35)  # a claimed/normal grant without ttl does not lapse
+    assert [o["holder"] for o in rbe.lock_owners("l")] == ["next"]
+
+
+def test_claimed_handoff_outlives_the_waiter_ttl(rbe: RedisBackend) -> None:
+    """A grant claimed by a blocked lock_wait is a normal lease (no ttl: held until release)."""
+    rbe.WAITER_TTL = 0.3  # type: ignore[misc]
+    assert rbe.lock_acquire("l", 1, "a", {}, None)
+    assert rbe.lock_acquire("l", 1, "w", {}, None, waiting=True) is None
+    t = threading.Thread(target=rbe.lock_wait, args=("l", 2.0, "w"))
+    t.start()
+    time.sleep(0.1)
+    rbe.lock_release("l", "a")
+    t.join(3)
+    time.sleep(0.5)
+    assert [o["holder"] for o in rbe.lock_owners("l")] == ["w"]
+    assert rbe.lock_acquire("l", 1, "x", {}, None) is None
+    assert rbe.lock_release("l", "w") is True
+
+
+def test_cancel_after_handoff_passes_the_slot_on(rbe: RedisBackend) -> None:
+    """A waiter that gives up after a slot was handed to it frees that slot for the next."""
+    assert rbe.lock_acquire("l", 1, "a", {}, None)
+    rbe.lock_acquire("l", 1, "w1", {}, None, waiting=True)
+    rbe.lock_acquire("l", 1, "w2", {}, None, waiting=True)
+    rbe.lock_release("l", "a")  # handed to w1
+    rbe.lock_cancel_wait("l", "w1")  # w1 timed out at that very moment
+    assert [o["holder"] for o in rbe.lock_owners("l")] == ["w2"]
+    assert rbe.lock_acquire("l", 1, "w2", {}, None, waiting=True) is not None
+
+
 def test_cancel_wait_lets_the_next_waiter_in(rbe: RedisBackend) -> None:
     """lock_cancel_wait removes the registration so the next waiter is first."""
     assert rbe.lock_acquire("l", 1, "a", {}, None)

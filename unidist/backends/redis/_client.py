@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -130,6 +133,45 @@ class Client:
         self.retries = retries
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
+        self._local = threading.local()
+        self._all: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._all_lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        """This thread's connection, connected and with nothing pending to read.
+
+        One connection per thread (not borrowed from the pool per call): no pool locking on
+        the hot path, and a blocked BLMOVE never holds a connection another thread needs.
+        A connection made in another process (before ``fork()``) is never reused.
+        """
+        conn: Any = getattr(self._local, "conn", None)
+        if conn is None or conn.pid != os.getpid():
+            conn = self.pool.make_connection()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.add(conn)
+        conn.connect()
+        # A server that restarted or a reply left unread shows as readable: reconnect now,
+        # before sending, so that a command is never sent on a dead socket.
+        try:
+            stale = conn.can_read(0)
+        except _CONNECTION_ERRORS:
+            stale = True
+        if stale:
+            conn.disconnect()
+            conn.connect()
+        return conn
+
+    def close(self) -> None:
+        """Disconnect every connection of every thread (they reconnect on next use)."""
+        with self._all_lock:
+            conns = list(self._all)
+        for conn in conns:
+            try:
+                conn.disconnect()
+            except Exception:  # noqa: S110 - closing is best effort
+                pass
+        self.pool.disconnect()
 
     # ------------------------------------------------------------------ public
     def command(self, *args: Any, policy: Policy = Policy.SAFE) -> Any:
@@ -183,7 +225,12 @@ class Client:
         return self.run(send, Policy.SAFE, "pipeline")
 
     def blpop(self, keys: Sequence[str], timeout: float) -> Any:
-        """BLPOP ``keys`` for up to ``timeout`` seconds (>= 1 ms); the reply or None.
+        """BLPOP ``keys`` for up to ``timeout`` seconds (>= 1 ms); the reply or None."""
+        return self.blocking(("BLPOP", *keys), timeout)
+
+    def blocking(self, command: Sequence[str], timeout: float) -> Any:
+        """Run a blocking list command (``BLPOP``, ``BLMOVE``...) whose last argument is
+        ``timeout`` seconds (at least 1 ms); its reply, or None on timeout.
 
         The read allowance is ``timeout`` plus the socket timeout, so a dead server still
         surfaces as :class:`BackendUnavailable` instead of a hang.
@@ -191,11 +238,12 @@ class Client:
         wait = max(timeout, 0.001)
 
         def send(conn: Any) -> Any:
-            conn.send_command("BLPOP", *keys, f"{wait:.3f}")
+            conn.send_command(*command, f"{wait:.3f}")
             return conn.read_response(timeout=wait + self.socket_timeout)
 
-        # A retried BLPOP can at worst swallow one wake-up; callers re-check anyway.
-        return self.run(send, Policy.SAFE, "BLPOP")
+        # A retried wait can at worst miss one wake-up; callers re-check anyway, and a
+        # claimed grant whose reply was lost is found again by the next acquire.
+        return self.run(send, Policy.SAFE, str(command[0]))
 
     # ------------------------------------------------------------------ core
     def run(self, send: Callable[[Any], T], policy: Policy, what: str) -> T:
@@ -205,7 +253,7 @@ class Client:
         ambiguous = False
         while True:
             try:
-                conn: Any = self.pool.get_connection()
+                conn: Any = self._connection()
             except AuthenticationError as exc:
                 raise self._auth_error(exc) from exc
             except _CONNECTION_ERRORS as exc:
@@ -250,8 +298,6 @@ class Client:
                     f"Redis at {self.where} failed during {what}: {type(exc).__name__}: {exc}",
                     url=self.url,
                 ) from exc
-            finally:
-                self.pool.release(conn)
             if ambiguous and policy is Policy.FALSE_UNKNOWN and not result:
                 raise OutcomeUnknown(
                     f"Redis at {self.where}: the connection failed after {what} was sent and "

@@ -53,13 +53,23 @@ key that release never deletes. With persistence they increase strictly; after a
 *without* persistence they still increase as long as the server clock does not step back
 by more than the downtime (tokens track microseconds, far above the acquisition rate).
 
-Waiting: ``lock_release`` pushes a wake-up onto the private list of each waiter at the head
-of the FIFO (as many as there are free slots), and ``lock_wait`` BLPOPs the list of the
-waiter this thread registered last, bounded by the end of the earliest lease. Puts, nacks and
+Waiting and fairness: waiters register in a FIFO (a zset ordered by registration
+sequence, each entry lapsing ``WAITER_TTL`` after its last refresh). ``lock_release`` hands
+every free slot straight to the waiter at the head of the FIFO and pushes that grant onto
+the waiter's own list; the waiter sleeps in ``BLMOVE`` from that list to its claim list, so
+the server claims the grant the instant it is pushed and the waiter's next ``lock_acquire``
+returns it without another round trip (one server step and one wake-up per handover, no
+thundering herd, strict FIFO). A handed-off grant nobody claims (the waiter died) is
+provisional and lapses after ``WAITER_TTL``, then goes to the next waiter. Waits are bounded
+by the end of the earliest lease, so expiry is noticed without polling. Puts, nacks and
 requeues push onto the queue's wake list; ``queue_wait`` BLPOPs it, bounded by the next due
 delayed message or visibility deadline.
 
-Fork safety: redis-py's pool notices a new pid and opens fresh connections in the child.
+Connections: one per thread (made by the redis-py pool, checked for a dead socket before
+each command); a blocked wait never holds a connection another thread needs.
+
+Fork safety: a connection made in another process is never reused; a forked child opens
+its own (and redis-py's pool resets itself on a new pid).
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
@@ -261,7 +271,7 @@ class RedisBackend(Backend):
     def close(self) -> None:
         """Disconnect every pooled connection. Idempotent; a later call reconnects."""
         self._closed = True
-        self._client.pool.disconnect()
+        self._client.close()
 
     def ping(self) -> None:
         """PING the server.
@@ -304,70 +314,83 @@ class RedisBackend(Backend):
     ) -> LockGrant | None:
         """One atomic attempt (script ``lock_acquire``); see :meth:`Backend.lock_acquire`.
 
-        Retried safely after a lost reply: a holder that already holds gets its grant back.
+        A grant that a release handed to this waiter and :meth:`lock_wait` already claimed
+        is returned without a round trip. Retried safely after a lost reply: a holder that
+        already holds gets its grant back.
         """
         keys = self.keys.lock(name)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, got {limit!r}")
         _check_id(holder, "holder id")
         info_text = encode(dict(info))
-        wake = self.keys.waiter_wake(keys, holder)
+        waits = self._waits()
+        cached = waits.get(name)
+        if cached is not None and cached[0] == holder and cached[2] is not None:
+            del waits[name]
+            return self._grant(name, holder, cached[2])
         reply = self._run(
             "lock_acquire",
-            [*keys, wake],
+            keys,
             [
                 limit,
                 holder,
                 info_text,
                 -1 if ttl is None else _us(ttl),
                 1 if waiting else 0,
-                _us(self.WAITER_TTL),
+                self._waiter_ttl_us(),
             ],
             Policy.SAFE,
         )
-        waits = self._waits()
         if int(reply[0]) == 1:
             waits.pop(name, None)
-            token, acquired, expires = reply[1], reply[2], reply[3]
-            return LockGrant(
-                name=name,
-                holder=holder,
-                token=int(token),
-                acquired_at=_seconds(acquired),
-                expires_at=None if int(expires) < 0 else _seconds(expires),
-            )
+            return self._grant(name, holder, reply[1:4])
         hint = int(reply[1])
         if waiting:
             wake_by = None if hint < 0 else time.monotonic() + hint / 1_000_000
-            waits[name] = (holder, wake_by)
+            waits[name] = (holder, wake_by, None)
         return None
 
+    def _waiter_ttl_us(self) -> int:
+        return _us(self.WAITER_TTL)
+
+    @staticmethod
+    def _grant(name: str, holder: str, fields: Sequence[str]) -> LockGrant:
+        token, acquired, expires = fields
+        return LockGrant(
+            name=name,
+            holder=holder,
+            token=int(token),
+            acquired_at=_seconds(acquired),
+            expires_at=None if int(expires) < 0 else _seconds(expires),
+        )
+
     def lock_cancel_wait(self, name: str, holder: str) -> None:
-        """Drop ``holder``'s waiter registration; wakes the next waiter if it was the head."""
+        """Drop ``holder``'s waiter registration, and free a slot that a release handed to
+        it meanwhile (passing it to the next waiter)."""
         keys = self.keys.lock(name)
         _check_id(holder, "holder id")
-        self._run("lock_cancel_wait", keys, [holder], Policy.SAFE)
         waits = self._waits()
         if waits.get(name, (None,))[0] == holder:
             del waits[name]
+        self._run("lock_cancel_wait", keys, [holder, self._waiter_ttl_us()], Policy.SAFE)
 
     def lock_release(self, name: str, holder: str) -> bool:
-        """Free ``holder``'s slot and wake the FIFO head(s); one script, atomic.
+        """Free ``holder``'s slot and hand free slots to the FIFO head(s); one script.
 
         Raises:
             OutcomeUnknown: the reply was lost and the retry found the slot already free.
         """
         keys = self.keys.lock(name)
         _check_id(holder, "holder id")
-        return bool(self._run("lock_release", keys, [holder], Policy.FALSE_UNKNOWN))
+        args: list[str | int] = [holder, self._waiter_ttl_us()]
+        return bool(self._run("lock_release", keys, args, Policy.FALSE_UNKNOWN))
 
     def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | bool | None:
         """Extend the lease to server now + ``ttl``; False if the slot is no longer held."""
         keys = self.keys.lock(name)
         _check_id(holder, "holder id")
-        reply = self._run(
-            "lock_renew", keys[:2], [holder, -1 if ttl is None else _us(ttl)], Policy.SAFE
-        )
+        args: list[str | int] = [holder, -1 if ttl is None else _us(ttl), self._waiter_ttl_us()]
+        reply = self._run("lock_renew", keys, args, Policy.SAFE)
         if int(reply[0]) == 0:
             return False
         return None if int(reply[1]) < 0 else _seconds(reply[1])
@@ -375,7 +398,7 @@ class RedisBackend(Backend):
     def lock_owners(self, name: str) -> list[dict[str, JSON]]:
         """Live holders (lease not ended by the server clock), ordered by ``acquired_at``."""
         keys = self.keys.lock(name)
-        reply = self._run("lock_owners", keys[:2], [], Policy.SAFE)
+        reply = self._run("lock_owners", keys, [self._waiter_ttl_us()], Policy.SAFE)
         owners: list[dict[str, JSON]] = []
         for i in range(0, len(reply), 2):
             owners.append(self._owner(name, reply[i], reply[i + 1]))
@@ -410,7 +433,7 @@ class RedisBackend(Backend):
             OutcomeUnknown: the reply was lost (never retried after sending).
         """
         keys = self.keys.lock(name)
-        return int(self._run("lock_break", keys, [], Policy.NEVER))
+        return int(self._run("lock_break", keys, [self._waiter_ttl_us()], Policy.NEVER))
 
     def locks(self) -> dict[str, list[dict[str, JSON]]]:
         """Every lock with a live holder (``SCAN`` under the prefix), mapped to its owners."""
@@ -428,27 +451,34 @@ class RedisBackend(Backend):
         return dict(sorted(result.items()))
 
     def lock_wait(self, name: str, timeout: float, holder: str | None = None) -> None:
-        """BLPOP the wake-up list of waiter ``holder`` (default: the waiter this thread
-        registered last for ``name``, else the lock's generic list) for at most ``timeout``
+        """Block until a release hands waiter ``holder`` a slot, for at most ``timeout``
         seconds, also bounded by the end of the earliest lease seen by the last attempt.
 
-        ``lock_release`` pushes onto the lists of the waiters at the head of the FIFO only,
-        so a release wakes exactly the waiter(s) whose turn it is.
+        ``holder`` defaults to the waiter this thread registered last for ``name``. Releases
+        give free slots straight to the waiters at the head of the FIFO and push the grant
+        onto each one's list; the waiting ``BLMOVE`` claims it on the server the moment it is
+        pushed, so the next :meth:`lock_acquire` returns it without another round trip.
+        Without a registration this BLPOPs the lock's generic wake-up list.
         """
         keys = self.keys.lock(name)
         if timeout <= 0:
             return
-        registration = self._waits().get(name)
+        waits = self._waits()
+        registration = waits.get(name)
         wake_by = None
         if registration is not None and holder in (None, registration[0]):
-            holder, wake_by = registration
+            holder, wake_by = registration[0], registration[1]
         if holder is None:
             self._client.blpop([keys[5]], timeout)
             return
         _check_id(holder, "holder id")
         if wake_by is not None:
             timeout = min(timeout, max(wake_by - time.monotonic(), 0.0) + 0.001)
-        self._client.blpop([self.keys.waiter_wake(keys, holder)], timeout)
+        src = self.keys.waiter_wake(keys, holder)
+        dst = self.keys.waiter_claim(keys, holder)
+        grant = self._client.blocking(("BLMOVE", src, dst, "LEFT", "RIGHT"), timeout)
+        if isinstance(grant, str) and grant.count(" ") == 2:
+            waits[name] = (holder, None, grant.split(" "))
 
     # ------------------------------------------------------------------ counters
     def counter_add(self, name: str, delta: int, request_id: str) -> int:

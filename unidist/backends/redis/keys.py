@@ -7,9 +7,12 @@ several keys of that object stays in one Redis Cluster slot::
     unidist:{l:backup}:e        lock lease ends (zset holder -> expiry µs, +inf without ttl)
     unidist:{l:backup}:w        FIFO waiters (zset holder -> registration sequence)
     unidist:{l:backup}:we       waiter registration ends (zset holder -> expiry µs)
-    unidist:{l:backup}:m        lock meta (hash: token = last fencing token, wseq = waiter seq)
+    unidist:{l:backup}:m        lock meta (hash: token = last fencing token, wseq, limit)
+    unidist:{l:backup}:wi       waiter registrations (hash holder -> "ttl_us info")
+    unidist:{l:backup}:p        provisional (handed-off, not yet claimed) grants: holder -> ttl
     unidist:{l:backup}:n        wake-up list for lock_wait callers without a registration
-    unidist:{l:backup}:n:<h>    wake-up list of waiter <h>
+    unidist:{l:backup}:n:<h>    grant handed to waiter <h> (its BLMOVE source)
+    unidist:{l:backup}:k:<h>    claim of waiter <h> (its BLMOVE destination)
     unidist:{c:jobs}            counter value (string)
     unidist:{c:jobs}:r:<rid>    result of request <rid> (dedupe of retried counter_add, 5 min)
     unidist:{s:config}          state bucket (hash key -> JSON text)
@@ -46,7 +49,7 @@ STATE: Final = "s"
 QUEUE: Final = "q"
 GROUP: Final = "g"
 
-LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n")
+LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n", "wi", "p", "k")
 QUEUE_SUFFIXES: Final = ("b", "m", "r", "d", "f", "x", "s", "n")
 GROUP_SUFFIXES: Final = ("e", "i")
 
@@ -93,8 +96,13 @@ class KeySpace:
 
     @staticmethod
     def waiter_wake(lock_keys: list[str], holder: str) -> str:
-        """The wake-up list of one waiter (same hash tag as the lock)."""
+        """The list a grant is handed to waiter ``holder`` on (same hash tag as the lock)."""
         return f"{lock_keys[5]}:{holder}"
+
+    @staticmethod
+    def waiter_claim(lock_keys: list[str], holder: str) -> str:
+        """Where waiter ``holder``'s BLMOVE moves its grant: the server-side claim."""
+        return f"{lock_keys[8]}:{holder}"
 
     def counter(self, name: str) -> str:
         return self.tag(COUNTER, name, "counter name")
