@@ -9,9 +9,9 @@ Byte layout (little endian)::
     [512, 1024)  reservation record B   /        u32 crc32 of the preceding 24 bytes
     [1024, 1032) u64 epoch: changes whenever a slot may have been freed (a wake-up hint)
     [1032, 1040) u32 length, u32 crc32 of the volatile record that follows
-    [1040, ...)  volatile record: JSON {"b": boot id, "t": last token handed out,
-                                        "q": next waiter sequence, "l": last limit asked for,
-                                        "w": [[holder, seq, expiry]]}
+    [1040, ...)  volatile record: u8 n, n bytes boot id, u64 last token handed out,
+                 u64 next waiter sequence, u32 last limit asked for, u32 waiter count, then
+                 per waiter: u64 sequence, f64 monotonic expiry, u16 n, n bytes UTF-8 holder
 
 Token rule. ``reserved`` (the larger of the valid A/B records) is an upper bound, fsynced, of
 every token ever handed out. The volatile record holds the exact last token; it is written on
@@ -31,12 +31,10 @@ process of a host (of one time namespace), and a wall-clock jump cannot expire a
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
 import zlib
-from dataclasses import dataclass, field
 from typing import Final
 
 from unidist.errors import CorruptData
@@ -115,7 +113,9 @@ def read_all(fd: int) -> bytes:
     return raw + os.pread(fd, max(0, size - len(raw)), len(raw))
 
 
-_BOOT_JSON: Final = json.dumps(BOOT_ID)
+_BOOT_BYTES: Final = (BOOT_ID or "").encode("ascii", "replace")[:255]
+_VOL_FIXED = struct.Struct("<QQII")
+_WAITER = struct.Struct("<QdH")
 
 
 class MetaFile:
@@ -178,22 +178,37 @@ class MetaFile:
         self.write(_EPOCH.pack(epoch), EPOCH_OFFSET)
 
 
-@dataclass
 class MetaState:
     """The parsed meta file. Mutate, then call the ``write_*`` methods under the flock."""
 
-    path: str
-    res_seq: int
-    reserved: int
-    res_slot: int  # offset index (0 or 1) holding the newest valid reservation
-    epoch: int
-    last_token: int
-    waiter_seq: int
-    #: live-or-lapsed registrations ``[holder, seq, monotonic expiry]`` in seq order.
-    waiters: list[list[str | int | float]] = field(default_factory=list)
-    #: the slot count the last acquirer asked for (tells wake-ups how many waiters may run).
-    limit: int = 1
-    file: MetaFile | None = None
+    __slots__ = (
+        "epoch",
+        "file",
+        "last_token",
+        "limit",
+        "path",
+        "res_seq",
+        "res_slot",
+        "reserved",
+        "waiter_seq",
+        "waiters",
+    )
+
+    def __init__(self, path: str, res_seq: int, reserved: int, res_slot: int, epoch: int) -> None:
+        self.path = path
+        self.res_seq = res_seq
+        self.reserved = reserved
+        #: offset index (0 or 1) of the newest valid reservation record.
+        self.res_slot = res_slot
+        self.epoch = epoch
+        self.last_token = reserved
+        self.waiter_seq = 0
+        #: registrations ``[holder, seq, monotonic expiry]`` in sequence order (some may have
+        #: lapsed; callers prune).
+        self.waiters: list[list[str | int | float]] = []
+        #: the slot count the last acquirer asked for (tells wake-ups how many may run).
+        self.limit = 1
+        self.file: MetaFile | None = None
 
     def _file(self) -> MetaFile:
         assert self.file is not None, "state not loaded through MetaFile.load"
@@ -222,14 +237,16 @@ class MetaState:
         return token
 
     def volatile_bytes(self) -> bytes:
-        if self.waiters:
-            waiters = json.dumps(self.waiters, separators=(",", ":"), ensure_ascii=True)
-        else:
-            waiters = "[]"
-        body = (
-            f'{{"b":{_BOOT_JSON},"t":{self.last_token},"q":{self.waiter_seq},'
-            f'"l":{self.limit},"w":{waiters}}}'
-        ).encode("ascii")
+        parts = [
+            bytes((len(_BOOT_BYTES),)),
+            _BOOT_BYTES,
+            _VOL_FIXED.pack(self.last_token, self.waiter_seq, self.limit, len(self.waiters)),
+        ]
+        for holder, seq, exp in self.waiters:
+            name = str(holder).encode("utf-8", "surrogatepass")
+            parts.append(_WAITER.pack(int(seq), float(exp), len(name)))
+            parts.append(name)
+        body = b"".join(parts)
         return _VOL_HDR.pack(len(body), zlib.crc32(body)) + body
 
     def write_volatile(self) -> None:
@@ -241,11 +258,20 @@ class MetaState:
         self._file().bump_epoch()
 
 
-def parse(raw: bytes, path: str) -> MetaState:
-    """Parse a meta file's bytes.
+_RES_END: Final = _RES_OFFSETS[1] + _RES.size
+_res_cache: tuple[bytes, tuple[int, int, int]] | None = None
+
+
+def _set_res_cache(key: bytes, value: tuple[int, int, int]) -> None:
+    global _res_cache
+    _res_cache = (key, value)
+
+
+def _parse_reservations(raw: bytes, path: str) -> tuple[int, int, int]:
+    """``(seq, reserved, slot)`` of the newest valid reservation record.
 
     Raises:
-        CorruptData: neither reservation record is valid (tokens could repeat otherwise).
+        CorruptData: neither record is valid.
     """
     found = [(r, i) for i, off in enumerate(_RES_OFFSETS) if (r := _parse_res(raw, off))]
     if not found:
@@ -256,8 +282,24 @@ def parse(raw: bytes, path: str) -> MetaState:
             offset=0,
         )
     (res_seq, reserved), res_slot = max(found, key=lambda item: item[0][0])
+    return res_seq, reserved, res_slot
+
+
+def parse(raw: bytes, path: str) -> MetaState:
+    """Parse a meta file's bytes.
+
+    Raises:
+        CorruptData: neither reservation record is valid (tokens could repeat otherwise).
+    """
+    key = raw[:_RES_END]
+    cached = _res_cache
+    if cached is not None and cached[0] == key:
+        res_seq, reserved, res_slot = cached[1]
+    else:
+        res_seq, reserved, res_slot = _parse_reservations(raw, path)
+        _set_res_cache(key, (res_seq, reserved, res_slot))
     epoch = _EPOCH.unpack_from(raw, EPOCH_OFFSET)[0] if len(raw) >= _VOL_OFFSET else 0
-    state = MetaState(path, res_seq, reserved, res_slot, epoch, reserved, 0, [])
+    state = MetaState(path, res_seq, reserved, res_slot, epoch)
     if BOOT_ID is None or len(raw) < _VOL_BODY:
         return state
     length, crc = _VOL_HDR.unpack_from(raw, _VOL_OFFSET)
@@ -265,27 +307,21 @@ def parse(raw: bytes, path: str) -> MetaState:
     if length == 0 or len(body) != length or zlib.crc32(body) != crc:
         return state
     try:
-        vol = json.loads(body)
-        if not isinstance(vol, dict) or vol.get("b") != BOOT_ID:
-            return state
-        last, wseq, waiters = vol["t"], vol["q"], vol["w"]
-        if not (isinstance(last, int) and isinstance(wseq, int) and isinstance(waiters, list)):
-            return state
-    except (ValueError, KeyError):
+        off = 1 + body[0]
+        if body[1:off] != _BOOT_BYTES:
+            return state  # another boot: only the durable reservation counts
+        last, wseq, limit, count = _VOL_FIXED.unpack_from(body, off)
+        off += _VOL_FIXED.size
+        waiters: list[list[str | int | float]] = []
+        for _ in range(count):
+            seq, exp, size = _WAITER.unpack_from(body, off)
+            off += _WAITER.size
+            waiters.append([body[off : off + size].decode("utf-8", "surrogatepass"), seq, exp])
+            off += size
+    except (IndexError, struct.error, UnicodeDecodeError):
         return state
-    if last >= 0:
-        state.last_token = last
+    state.last_token = last
     state.waiter_seq = wseq
-    limit = vol.get("l")
-    if isinstance(limit, int) and limit >= 1:
-        state.limit = limit
-    state.waiters = [
-        w
-        for w in waiters
-        if isinstance(w, list)
-        and len(w) == 3
-        and isinstance(w[0], str)
-        and isinstance(w[1], int)
-        and isinstance(w[2], (int, float))
-    ]
+    state.limit = max(1, limit)
+    state.waiters = waiters
     return state
