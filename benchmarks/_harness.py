@@ -40,6 +40,7 @@ import queue
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -194,6 +195,14 @@ def _worker_case(
         results.put(("done", index))
 
 
+def _reset_unidist() -> None:
+    """Close and forget unidist's cached backend handles (each case starts afresh)."""
+    mod = sys.modules.get("unidist.backends")
+    if mod is not None:
+        with contextlib.suppress(Exception):
+            mod.reset()
+
+
 def _import_modules(modules: Iterable[str]) -> None:
     for name in modules:
         importlib.import_module(name)
@@ -247,6 +256,7 @@ def _pool_main(commands: Any, barrier: Any, results: Any, modules: tuple[str, ..
             return
         impl_id, env, shared, index, repeat, duration, warmup = cmd
         _worker_case(impl_id, env, shared, index, barrier, results, repeat, duration, warmup)
+        _reset_unidist()
 
 
 # ---------------------------------------------------------------------------------- rows
@@ -295,7 +305,7 @@ def new_row(item: Impl, workers: int, kind: str) -> Row:
 class Settings:
     repeat: int = 5
     duration: float = 0.5
-    warmup: float = 0.1
+    warmup: float = 0.05
 
 
 class Services:
@@ -419,6 +429,7 @@ class CaseRunner:
             if item.teardown is not None:
                 with contextlib.suppress(Exception):
                     item.teardown(env, shared)
+            _reset_unidist()
             if "redis" in item.needs:
                 self.services.flush()
             shutil.rmtree(case_dir, ignore_errors=True)
