@@ -18,8 +18,8 @@ release, not by polling, where the backend can do so.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
-import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,7 +149,7 @@ class _LockBase(Primitive):
         if not blocking and timeout is not None:
             raise ValueError("can't specify a timeout for a non-blocking call")
         be = self._backend
-        holder = uuid.uuid4().hex
+        holder = secrets.token_hex(16)  # 32 hex digits, unique per acquisition
         info = owner_info()
         grant = be.lock_acquire(self._name, self._limit, holder, info, self._ttl, waiting=blocking)
         if grant is None and blocking:
@@ -216,7 +216,7 @@ class _LockBase(Primitive):
                     name=self._name,
                 )
             grant = self._grants.pop()
-            if not self._grants:
+            if not self._grants and self._renewer is not None:
                 self._renew_stop.set()
                 self._renewer = None
             return grant
@@ -236,6 +236,9 @@ class _LockBase(Primitive):
                 f"when released (lease expired or broken; token {grant.token})",
                 name=self._name,
             )
+        # Drop the GIL for a moment (about a microsecond): a thread of this process that the
+        # release just woke takes the lock now, not after this thread's next blocking call.
+        os.sched_yield()
 
     def renew(self, ttl: float | None = None) -> None:
         """Extend every lease this object holds to now + ``ttl`` (default: the object's ttl).

@@ -48,8 +48,8 @@ def locked_file_increments(
 ) -> Result:
     """lock → read a plain file → write value+1 → unlock, ``iterations`` times.
 
-    Returns ``fences``: [value read, fencing token] per acquisition, and ``contended``: how
-    many acquisitions found the lock taken first (proves the run had contention).
+    Returns ``fences``: [value read, fencing token, worker index] per acquisition, and
+    ``contended``: how many acquisitions found the lock taken first.
     """
     lock = unidist.SharedLock(name, backend=url)
     fd = os.open(path, os.O_RDWR)
@@ -63,13 +63,14 @@ def locked_file_increments(
                 lock.acquire()
             try:
                 value = int(os.pread(fd, 32, 0))
+                os.sched_yield()  # let any other holder run between read and write
                 # Fixed width, written in place: a reader never sees a half-empty file, so a
                 # broken lock shows up as lost updates, not as a crash.
                 os.pwrite(fd, b"%020d" % (value + 1), 0)
                 token = lock.token
             finally:
                 lock.release()
-            fences.append([value, token if token is not None else -1])
+            fences.append([value, token if token is not None else -1, index])
     finally:
         os.close(fd)
     return {"fences": fences, "contended": contended}
@@ -375,19 +376,31 @@ def children(command: str, n: int = 1, **kwargs: Any) -> Iterator[list[Child]]:
             child.close()
 
 
-def run_in_processes(command: str, n: int, timeout: float, **kwargs: Any) -> list[Result]:
-    """Run ``n`` child workers from a common start (ready/go); return their results."""
+def run_in_processes(
+    command: str, n: int, timeout: float, on_go: Start | None = None, **kwargs: Any
+) -> list[Result]:
+    """Run ``n`` child workers from a common start (ready/go); return their results.
+
+    ``on_go`` is called once every worker has been told to go (e.g. to release a lock the
+    caller held so that all workers queue up on it before any of them gets it).
+    """
     with children(command, n, **kwargs) as kids:
         for kid in kids:
             kid.expect("ready")
         for kid in kids:
             kid.go()
+        if on_go is not None:
+            on_go()
         deadline = time.monotonic() + timeout
         return [kid.result(max(1.0, deadline - time.monotonic())) for kid in kids]
 
 
-def run_in_threads(command: str, n: int, timeout: float, **kwargs: Any) -> list[Result]:
-    """Run ``n`` worker threads from a common start (a Barrier); join them all."""
+def run_in_threads(
+    command: str, n: int, timeout: float, on_go: Start | None = None, **kwargs: Any
+) -> list[Result]:
+    """Run ``n`` worker threads from a common start (a Barrier); join them all.
+
+    ``on_go`` as for :func:`run_in_processes`."""
     fn = COMMANDS[command]
     barrier = threading.Barrier(n + 1)
     results: list[Result | None] = [None] * n
@@ -410,6 +423,8 @@ def run_in_threads(command: str, n: int, timeout: float, **kwargs: Any) -> list[
         barrier.wait(timeout)
     except threading.BrokenBarrierError:
         pass  # a worker failed during set-up; its error is raised below
+    if on_go is not None:
+        on_go()
     deadline = time.monotonic() + timeout
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
@@ -421,13 +436,18 @@ def run_in_threads(command: str, n: int, timeout: float, **kwargs: Any) -> list[
 
 
 def run_workers(
-    backend: Backend, command: str, n: int, timeout: float = 60.0, **kwargs: Any
+    backend: Backend,
+    command: str,
+    n: int,
+    timeout: float = 60.0,
+    on_go: Start | None = None,
+    **kwargs: Any,
 ) -> list[Result]:
     """``n`` workers sharing ``backend``: threads if it is shared only inside one process
     (scope ``process``), else child processes that connect by URL (``kwargs['url']``)."""
     if backend.scope == "process":
-        return run_in_threads(command, n, timeout, **kwargs)
-    return run_in_processes(command, n, timeout, **kwargs)
+        return run_in_threads(command, n, timeout, on_go, **kwargs)
+    return run_in_processes(command, n, timeout, on_go, **kwargs)
 
 
 if __name__ == "__main__":
