@@ -241,6 +241,43 @@ def test_fifo_waiters_cancel_and_lapse(be: FileBackend) -> None:
     assert be.lock_acquire("q", 1, "barger", INFO, None) is not None
 
 
+def test_release_hands_the_slot_to_the_first_waiter(be: FileBackend, url: str) -> None:
+    other = FileBackend.from_url(url)
+    try:
+        assert be.lock_acquire("ho", 1, "h", INFO, None) is not None
+        assert other.lock_acquire("ho", 1, "w1", {"who": "w1"}, 5.0, waiting=True) is None
+        assert other.lock_acquire("ho", 1, "w2", {"who": "w2"}, None, waiting=True) is None
+        assert be.lock_release("ho", "h") is True
+        # Handed to w1 (registered first): it is the owner before it even calls again.
+        owners = be.lock_owners("ho")
+        assert [(o["holder"], o["who"]) for o in owners] == [("w1", "w1")]
+        assert be.lock_acquire("ho", 1, "barger", INFO, None) is None
+        assert other.lock_acquire("ho", 1, "w2", {"who": "w2"}, None, waiting=True) is None
+        g1 = other.lock_acquire("ho", 1, "w1", {"who": "w1"}, 5.0, waiting=True)
+        assert g1 is not None
+        assert g1.token == owners[0]["token"]
+        assert g1.expires_at is not None
+        assert 4 < g1.expires_at - time.time() <= 5.0
+        # w1 gives it up; w2 is next. w2 cancels before claiming: the slot goes on (free).
+        assert other.lock_release("ho", "w1") is True
+        assert [o["holder"] for o in be.lock_owners("ho")] == ["w2"]
+        other.lock_cancel_wait("ho", "w2")
+        assert be.lock_owners("ho") == []
+        g3 = be.lock_acquire("ho", 1, "barger", INFO, None)
+        assert g3 is not None
+        assert g3.token > g1.token
+        # A waiter handed the slot that never claims it loses it after the claim window.
+        assert other.lock_acquire("ho", 1, "ghost", INFO, None, waiting=True) is None
+        assert be.lock_release("ho", "barger") is True
+        assert be.lock_acquire("ho", 1, "late", INFO, None) is None
+        time.sleep(0.6)
+        assert be.lock_acquire("ho", 1, "late", INFO, None) is not None
+        assert other.lock_acquire("ho", 1, "ghost", INFO, None, waiting=True) is None
+        other.lock_cancel_wait("ho", "ghost")
+    finally:
+        other.close()
+
+
 def test_lease_expiry_in_one_process(be: FileBackend) -> None:
     g1 = be.lock_acquire("lease", 1, "old", INFO, 0.2)
     assert g1 is not None

@@ -11,7 +11,8 @@ Byte layout (little endian)::
     [1032, 1040) u32 length, u32 crc32 of the volatile record that follows
     [1040, ...)  volatile record: u8 n, n bytes boot id, u64 last token handed out,
                  u64 next waiter sequence, u32 last limit asked for, u32 waiter count, then
-                 per waiter: u64 sequence, f64 monotonic expiry, u16 n, n bytes UTF-8 holder
+                 per waiter: u64 sequence, f64 monotonic expiry, f64 ttl (-1: none), u16 n,
+                 u32 m, n bytes UTF-8 holder, m bytes UTF-8 info JSON
 
 Token rule. ``reserved`` (the larger of the valid A/B records) is an upper bound, fsynced, of
 every token ever handed out. The volatile record holds the exact last token; it is written on
@@ -35,7 +36,7 @@ import os
 import struct
 import time
 import zlib
-from typing import Final
+from typing import Any, Final
 
 from unidist.errors import CorruptData
 
@@ -115,7 +116,7 @@ def read_all(fd: int) -> bytes:
 
 _BOOT_BYTES: Final = (BOOT_ID or "").encode("ascii", "replace")[:255]
 _VOL_FIXED = struct.Struct("<QQII")
-_WAITER = struct.Struct("<QdH")
+_WAITER = struct.Struct("<QddHI")
 
 
 class MetaFile:
@@ -203,9 +204,10 @@ class MetaState:
         self.epoch = epoch
         self.last_token = reserved
         self.waiter_seq = 0
-        #: registrations ``[holder, seq, monotonic expiry]`` in sequence order (some may have
-        #: lapsed; callers prune).
-        self.waiters: list[list[str | int | float]] = []
+        #: registrations ``[holder, seq, monotonic expiry, ttl (-1: none), info JSON]`` in
+        #: sequence order (some may have lapsed; callers prune). ttl and info let a release hand
+        #: the slot straight to the first waiter.
+        self.waiters: list[list[Any]] = []
         #: the slot count the last acquirer asked for (tells wake-ups how many may run).
         self.limit = 1
         self.file: MetaFile | None = None
@@ -242,10 +244,12 @@ class MetaState:
             _BOOT_BYTES,
             _VOL_FIXED.pack(self.last_token, self.waiter_seq, self.limit, len(self.waiters)),
         ]
-        for holder, seq, exp in self.waiters:
+        for holder, seq, exp, ttl, info in self.waiters:
             name = str(holder).encode("utf-8", "surrogatepass")
-            parts.append(_WAITER.pack(int(seq), float(exp), len(name)))
+            record = str(info).encode("utf-8", "surrogatepass")
+            parts.append(_WAITER.pack(int(seq), float(exp), float(ttl), len(name), len(record)))
             parts.append(name)
+            parts.append(record)
         body = b"".join(parts)
         return _VOL_HDR.pack(len(body), zlib.crc32(body)) + body
 
@@ -312,12 +316,15 @@ def parse(raw: bytes, path: str) -> MetaState:
             return state  # another boot: only the durable reservation counts
         last, wseq, limit, count = _VOL_FIXED.unpack_from(body, off)
         off += _VOL_FIXED.size
-        waiters: list[list[str | int | float]] = []
+        waiters: list[list[Any]] = []
         for _ in range(count):
-            seq, exp, size = _WAITER.unpack_from(body, off)
+            seq, exp, ttl, size, info_size = _WAITER.unpack_from(body, off)
             off += _WAITER.size
-            waiters.append([body[off : off + size].decode("utf-8", "surrogatepass"), seq, exp])
+            name = body[off : off + size].decode("utf-8", "surrogatepass")
             off += size
+            info = body[off : off + info_size].decode("utf-8", "surrogatepass")
+            off += info_size
+            waiters.append([name, seq, exp, ttl, info])
     except (IndexError, struct.error, UnicodeDecodeError):
         return state
     state.last_token = last

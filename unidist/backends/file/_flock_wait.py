@@ -1,24 +1,22 @@
-"""Prompt, non-spinning waits for the file backend's locks: inotify on the lock's directory.
+"""Prompt, non-spinning waits for the file backend's locks: inotify on slot and wake files.
 
-A waiter watches ``<root>/locks/<name>/`` for ``IN_CLOSE_WRITE`` and ``IN_MOVED_TO``. Those two
-events are exactly what freeing a slot produces:
+The events that matter are all ``IN_CLOSE_WRITE`` (a writable descriptor's last close) or, for
+a whole directory, also ``IN_MOVED_TO``:
 
 * a release or the death of the holder (``kill -9``) closes the holder's writable descriptor of
-  its slot file — the kernel emits ``IN_CLOSE_WRITE`` when the last reference goes, so a forked
-  child's copy closing does not count, but the holder process dying does;
-* a lease steal or an administrative break renames a fresh inode over ``slot-<i>``
-  (``IN_MOVED_TO``);
-* a cancelled wait (which may let the next waiter go first) closes a writable descriptor of
-  ``meta`` on purpose.
+  its slot file — the kernel emits the event when the last reference goes, so a forked child's
+  copy closing does not count, but the holder process dying does;
+* a hand-over, a cancelled wait, a lease steal or a break closes a writable descriptor of the
+  wake file of the waiter concerned (see :mod:`.locks`);
+* a steal or a break renames a fresh inode over ``slot-<i>`` (``IN_MOVED_TO`` on the directory).
 
-Acquisition attempts open slot files read-only and the holder writes its lease record through a
-descriptor it keeps open, so failed attempts and lease writes produce no event: a waiter is woken
-by frees, not by other waiters' polling.
+Acquisition attempts open slot files read-only and a holder writes its record through a
+descriptor it keeps open, so failed attempts and lease writes produce no event.
 
 Closing an inotify instance is slow (the kernel waits for an SRCU grace period, milliseconds on
 a busy host), so instances are pooled per process and reused: a wait borrows one, adds (or
-re-adds, which is idempotent) the watch, drains stale events, and gives it back. Events of other
-directories watched by the same instance are ignored. A forked child drops the pool it inherited.
+re-adds, which is idempotent) its watches, drains stale events, and gives it back. Events of
+other watches of the same instance are ignored. A forked child drops the pool it inherited.
 Where inotify is unavailable (not Linux, or the libc lacks it) :func:`wait_for_change` sleeps a
 short slice instead (spurious early returns are allowed by the interface).
 """

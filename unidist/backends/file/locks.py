@@ -4,12 +4,13 @@ Layout below ``<root>/locks/<name>/`` (directories 0700, files 0600, every open 
 and relative to the lock's directory descriptor):
 
 * ``meta`` — the lock's mutex and persistent state (:mod:`._flock_meta`): fencing-token
-  reservations, a wake-up epoch and the FIFO waiter registrations. Every operation that reads or
-  changes the lock runs under a short exclusive ``flock`` on it, plus an in-process mutex
-  (threads of one process share the cached descriptor, and flock does not tell them apart).
-* ``slot-<i>`` for ``i < limit`` — one slot each. Its first line is the lease record (JSON: the
-  ``info`` record, ``holder``, ``token``, ``acquired_at``, ``expires_at`` and the monotonic
-  expiry); an empty first line means no record.
+  reservations, a wake-up epoch and the FIFO waiter registrations. Every operation that changes
+  the lock runs under a short exclusive ``flock`` on it, plus an in-process mutex (threads of
+  one process share the cached descriptor, and flock does not tell them apart).
+* ``slot-<i>`` for ``i < limit`` — one slot each. Its first line is a state byte and the lease
+  record (JSON: the ``info`` record, ``holder``, ``token``, ``acquired_at``, ``expires_at`` and
+  the monotonic expiry); an empty first line means no record.
+* ``wake-<k>`` — empty files whose ``IN_CLOSE_WRITE`` wakes one waiter (see Waiting).
 
 Holding a slot. The holder of slot ``i`` is the open file description that holds
 ``flock(LOCK_EX)`` on the inode *currently linked* at ``slot-<i>``. Each acquisition opens the
@@ -22,7 +23,8 @@ Lease rule (which wins). Judged under the meta flock with ``time.monotonic()`` (
 all processes of the host; a wall-clock jump never expires a lease):
 
 1. flock free (``LOCK_NB`` succeeds) → the slot is free, whatever the record says (released,
-   never taken, or the holder died); the taker keeps that descriptor and overwrites the record;
+   never taken, or the holder died) — except a *hand-over* record (state ``~``, below) whose
+   claim window is still open: that slot is reserved for the waiter it names;
 2. flock held and the record's expiry passed → the lease is over although its holder lives:
    the taker *steals* the slot by starting a new generation — it creates a fresh inode, flocks
    it, writes its lease record into it and renames it over ``slot-<i>``. The old holder keeps a
@@ -35,6 +37,15 @@ renames an empty inode over every held slot) returns False and touches nothing; 
 lease expired also returns False (the holder lost it, even if nobody took it yet) and frees the
 slot. Locks are never persisted: nothing survives the holder's process.
 
+Hand-over. A release (or a lease lost at renewal) with live waiters does not just free the
+slot: under the meta flock it writes the first waiter's lease record (its info and ttl come
+from its registration, its token is allocated then) with state ``~`` and a claim deadline of
+``min(now + 0.5 s, the registration's expiry)``, removes that waiter from the line and wakes
+it. The waiter claims the slot without the meta flock: it flocks the slot's current inode and
+flips the state byte to a space (one-byte writes are atomic for readers). If it never claims
+(it died or gave up: :meth:`lock_cancel_wait` passes the slot on), the slot is free at the
+deadline. This keeps the meta flock off the waiter's critical path.
+
 Fencing tokens (:mod:`._flock_meta`): strictly increasing per name across processes, crashes
 and reboots; a block of 1,024 tokens is reserved and fsynced (unless ``fsync=never``) before the
 first of them is handed out, and the exact last token lives in a checksummed record trusted only
@@ -45,10 +56,13 @@ FIFO fairness: waiters register in ``meta`` (holder, registration sequence, expi
 the free slots exceed the live waiters registered before it; dead waiters lapse after
 ``WAITER_TTL``.
 
-Waiting (:mod:`._flock_wait`): :meth:`lock_wait` blocks on inotify events of the lock's directory
-that a free produces (the holder's writable descriptor closing — on release *or* death — and a
-generation rename), bounded by the earliest lease expiry seen and by ``WAITER_TTL / 4`` so the
-caller refreshes its registration. No polling while a slot is held.
+Waiting (:mod:`._flock_wait`): :meth:`lock_wait` sleeps on inotify events, never polls while a
+slot is held. A waiter at the front of the line watches the slot files (a release or the
+holder's death closes a writable descriptor there) and its wake file (``wake-<seq % 16>``,
+touched by a hand-over, a cancelled wait ahead of it, a steal or a break); one further back
+watches only its wake file, so a release wakes one process, not the whole line. The wait is
+also bounded by the earliest lease expiry seen and by ``WAITER_TTL / 4``, so the caller
+refreshes its registration.
 
 Fork hygiene: ``os.register_at_fork`` closes, in the child, every inherited slot and meta
 descriptor, so a child never holds or releases its parent's locks, and a parent killed while a
@@ -77,7 +91,7 @@ from unidist.backends.base import LockGrant
 from unidist.backends.file import _flock_meta as meta
 from unidist.backends.file._flock_wait import DIR_MASK, FILE_MASK, wait_for_change
 from unidist.codec import JSON
-from unidist.errors import BackendUnavailable, InvalidName, SerializationError
+from unidist.errors import BackendUnavailable, CorruptData, InvalidName, SerializationError
 
 __all__ = ["FileLocksMixin"]
 
@@ -100,6 +114,8 @@ _WAKE: Final = "wake-"
 _WAKE_FILES: Final = 16
 #: a waiter near the front watches each slot file for up to this many slots, else the directory.
 _MAX_SLOT_WATCHES: Final = 8
+#: seconds a waiter has to claim a slot a release handed to it, before anyone may take it.
+_CLAIM_WINDOW: Final = 0.5
 #: holder ids that need no JSON escaping.
 _PLAIN: Final = re.compile(r"[A-Za-z0-9._:@-]*")
 
@@ -132,19 +148,34 @@ def _close(fd: int) -> None:
 
 
 def _read_lease(fd: int) -> dict[str, Any] | None:
-    """The lease record on the first line of a slot file, or None (empty, cleared, torn)."""
+    """The lease record on the first line of a slot file, or None (empty, cleared, torn).
+
+    A line is a state byte then JSON: ``" "`` for a record its holder owns, ``"~"`` for a slot
+    handed to a waiter that has not claimed it yet (``_pending`` is True in the result).
+    """
     raw = os.pread(fd, _LEASE_READ, 0)
     end = raw.find(b"\n")
     if end < 0 and len(raw) == _LEASE_READ:
         raw = os.pread(fd, os.fstat(fd).st_size, 0)
         end = raw.find(b"\n")
-    if end <= 0:
+    if end <= 1:
         return None
     try:
-        rec = json.loads(raw[:end])
+        rec = json.loads(raw[1:end])
     except ValueError:
         return None
-    return rec if isinstance(rec, dict) else None
+    if not isinstance(rec, dict):
+        return None
+    rec["_pending"] = raw[:1] == b"~"
+    return rec
+
+
+def _claim_deadline(rec: Mapping[str, Any] | None) -> float | None:
+    """Monotonic deadline of an unclaimed hand-over record, else None."""
+    if rec is None or not rec.get("_pending"):
+        return None
+    at = rec.get("claim_by")
+    return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
 
 
 def _lease_expiry(rec: Mapping[str, Any] | None) -> float | None:
@@ -161,13 +192,22 @@ def _lease_line(
     expires_at: float | None,
     mono_expiry: float | None,
     info_json: str,
+    claim_by: float | None = None,
 ) -> bytes:
-    """One lease record, a single line of ASCII JSON (JSON escapes any newline in strings)."""
+    """One lease record: a state byte, then one line of ASCII JSON (JSON escapes newlines).
+
+    With ``claim_by`` the record hands the slot to a waiter (state ``~``) that must claim it
+    (flock it and flip the state byte to a space) before that monotonic deadline.
+    """
     exp = "null" if expires_at is None else repr(expires_at)
     mono = "null" if mono_expiry is None else repr(mono_expiry)
+    if claim_by is None:
+        head, claim = " ", ""
+    else:
+        head, claim = "~", f',"claim_by":{claim_by!r}'
     return (
-        f'{{"holder":{holder_json},"token":{token},"acquired_at":{acquired_at!r},'
-        f'"expires_at":{exp},"mono_expiry":{mono},"info":{info_json}}}\n'
+        f'{head}{{"holder":{holder_json},"token":{token},"acquired_at":{acquired_at!r},'
+        f'"expires_at":{exp},"mono_expiry":{mono}{claim},"info":{info_json}}}\n'
     ).encode("ascii")
 
 
@@ -299,6 +339,8 @@ class FileLocksMixin:
         self._lk_dirs: OrderedDict[str, _LockDir] = OrderedDict()
         self._lk_held: dict[tuple[str, str], _Held] = {}
         self._lk_seen: dict[tuple[str, str], _Seen] = {}
+        #: (name, holder) registered as waiters by this backend: a release may hand them a slot.
+        self._lk_waiting: set[tuple[str, str]] = set()
         self._lk_root_fd = -1
         self._lk_durable = self.fsync_mode != "never"
         #: the last ``info`` record and its JSON (a facade sends the same record every time).
@@ -331,6 +373,7 @@ class FileLocksMixin:
         self._lk_dirs = OrderedDict()
         self._lk_held = {}
         self._lk_seen = {}
+        self._lk_waiting = set()
         self._lk_root_fd = -1
 
     # ------------------------------------------------------------------ helpers
@@ -578,10 +621,12 @@ class FileLocksMixin:
             return self._lk_held.pop((name, holder), None)
 
     def _free_held(self, d: _LockDir, h: _Held) -> None:
-        """Under the meta flock: clear ``h``'s record, close it, wake waiters (``h`` current)."""
-        os.pwrite(h.write_fd, b"\n", 0)
-        self._bump_epoch(d)  # before the close: a waiter checks the epoch after its watch
+        """Under the meta flock: pass ``h``'s slot on (or clear it), close it, wake waiters.
+
+        The epoch changes before the close: a waiter checks it after arming its watch."""
+        seq = self._pass_on(d, h.write_fd)
         h.close()
+        self._poke_seq(d, seq)
 
     # ------------------------------------------------------------------ interface
     def lock_acquire(
@@ -634,6 +679,15 @@ class FileLocksMixin:
             raise ValueError(f"holder {holder!r} already holds a slot of lock {name!r}")
         d = None
         try:
+            if (name, holder) in self._lk_waiting:
+                # A release may have handed this waiter a slot: claim it without the meta flock.
+                d = self._enter(name, False, flock=False)
+                if d is not None:
+                    grant = self._claim(d, limit, holder, holder_json, info_json)
+                    self._leave(d, flock=False)
+                    d = None
+                    if grant is not None:
+                        return grant
             d = self._enter(name, True)
             assert d is not None
             grant = self._acquire_locked(d, limit, holder, holder_json, info_json, ttl, waiting)
@@ -645,6 +699,131 @@ class FileLocksMixin:
             raise
         self._leave(d)
         return grant
+
+    def _claim(
+        self, d: _LockDir, limit: int, holder: str, holder_json: str, info_json: str
+    ) -> LockGrant | None:
+        """Take a slot a release handed to ``holder`` (a ``~`` record naming it), if any.
+
+        Needs the lock's in-process mutex, not the meta flock: the claim is the flock on the
+        slot's current inode plus a one-byte flip of the record's state (atomic for readers);
+        anything unexpected (a transient flock by an inspector, a replaced inode, a lapsed
+        claim window) returns None and the caller takes the meta-flock path.
+        """
+        needle = f'"holder":{holder_json},'.encode("ascii")
+        now = monotonic()
+        for index in range(min(limit, _MAX_SLOT_WATCHES)):
+            slot = _slot_name(index)
+            try:
+                fd = os.open(slot, _RO, dir_fd=d.dir_fd)
+            except FileNotFoundError:
+                continue
+            write_fd = -1
+            try:
+                raw = os.pread(fd, _LEASE_READ, 0)
+                if raw[:1] != b"~" or needle not in raw:
+                    continue
+                try:
+                    fcntl.flock(fd, _EX_NB)
+                except BlockingIOError:
+                    return None
+                rec = _read_lease(fd)
+                deadline = _claim_deadline(rec)
+                if rec is None or rec.get("holder") != holder or not (deadline or 0) > now:
+                    return None
+                st = os.fstat(fd)
+                linked = os.stat(slot, dir_fd=d.dir_fd, follow_symlinks=False)
+                if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
+                    return None
+                write_fd = os.open(slot, _WO, dir_fd=d.dir_fd)
+                wst = os.fstat(write_fd)
+                if (wst.st_dev, wst.st_ino) != (st.st_dev, st.st_ino):
+                    return None
+                os.pwrite(write_fd, b" ", 0)  # claimed: from now on an ordinary lease
+                token = int(rec["token"])
+                acquired_at = float(rec["acquired_at"])
+                expires_at = rec.get("expires_at")
+                mono_expiry = _lease_expiry(rec)
+                h = _Held(
+                    d.name,
+                    holder,
+                    index,
+                    fd,
+                    write_fd,
+                    st.st_dev,
+                    st.st_ino,
+                    token,
+                    acquired_at,
+                    info_json,
+                    mono_expiry,
+                )
+                with self._lk_mutex:
+                    self._lk_held[(d.name, holder)] = h
+                    self._lk_seen.pop((d.name, holder), None)
+                    self._lk_waiting.discard((d.name, holder))
+                fd = write_fd = -1
+                return LockGrant(
+                    d.name,
+                    holder,
+                    token,
+                    acquired_at,
+                    None if expires_at is None else float(expires_at),
+                )
+            finally:
+                _close(write_fd)
+                _close(fd)
+        return None
+
+    def _pass_on(self, d: _LockDir, write_fd: int) -> int | None:
+        """Under the meta flock, for a slot being freed whose record ``write_fd`` writes: hand
+        it to the first live waiter (a ``~`` record with a fresh token, claimable for
+        ``_CLAIM_WINDOW`` seconds) or clear the record; change the epoch. Returns the
+        registration sequence of the waiter to wake, if any. The caller closes its descriptors
+        (which wakes the waiters watching the slot) and then pokes that waiter."""
+        try:
+            state = self._read_state(d)
+        except CorruptData:
+            state = None
+        if state is not None and state.limit <= _MAX_SLOT_WATCHES:
+            now = monotonic()
+            live = [w for w in state.waiters if float(w[2]) > now]
+            if live:
+                holder, seq, lapses, ttl_raw, info_json = live[0]
+                holder_json = json.dumps(holder)
+                ttl = None if float(ttl_raw) < 0 else float(ttl_raw)
+                token = state.next_token(self._lk_durable)
+                acquired_at = wall()
+                line = _lease_line(
+                    holder_json,
+                    token,
+                    acquired_at,
+                    None if ttl is None else acquired_at + ttl,
+                    None if ttl is None else now + ttl,
+                    str(info_json),
+                    # never longer than the waiter's registration would have lived
+                    claim_by=min(now + _CLAIM_WINDOW, float(lapses)),
+                )
+                os.pwrite(write_fd, line, 0)
+                state.waiters = live[1:]
+                state.write_volatile()
+                state.bump_epoch()
+                return int(seq)
+        os.pwrite(write_fd, b"\n", 0)
+        if state is not None:
+            state.bump_epoch()
+        else:
+            d.meta.bump_epoch()
+        return None
+
+    @staticmethod
+    def _poke_seq(d: _LockDir, seq: int | None) -> None:
+        """Wake the waiter registered with ``seq`` (best effort)."""
+        if seq is None:
+            return
+        try:
+            _close(os.open(_wake_name(seq), _WO, dir_fd=d.dir_fd))
+        except OSError:
+            pass
 
     def _scan_slots(
         self, d: _LockDir, limit: int, need: int, now: float
@@ -679,6 +858,15 @@ class FileLocksMixin:
                     _close(fd)
                     raise
                 else:
+                    try:
+                        deadline = _claim_deadline(_read_lease(fd))
+                    except BaseException:
+                        _close(fd)
+                        raise
+                    if deadline is not None and deadline > now:
+                        _close(fd)  # handed to a waiter that has not claimed it yet
+                        wake_at = deadline if wake_at is None else min(wake_at, deadline)
+                        continue
                     free.append((index, fd))
                 if len(free) + len(expired) >= need:
                     if free:
@@ -699,6 +887,10 @@ class FileLocksMixin:
         ttl: float | None,
         waiting: bool,
     ) -> LockGrant | None:
+        if (d.name, holder) in self._lk_waiting:
+            grant = self._claim(d, limit, holder, holder_json, info_json)
+            if grant is not None:
+                return grant
         state = self._read_state(d)
         now = monotonic()
         pos: int | None = None
@@ -722,17 +914,19 @@ class FileLocksMixin:
         chosen, steal, wake_at = self._scan_slots(d, limit, need, now)
         if chosen is None and steal is None:
             if waiting:
+                reg = [now + self.WAITER_TTL, -1.0 if ttl is None else float(ttl), info_json]
                 if pos is None:
                     seq = state.waiter_seq
-                    live.append([holder, seq, now + self.WAITER_TTL])
+                    live.append([holder, seq, *reg])
                     state.waiter_seq += 1
                 else:
                     seq = int(live[pos][1])
-                    live[pos][2] = now + self.WAITER_TTL
+                    live[pos][2:] = reg
                 changed = True
                 seen = _Seen(state.epoch, wake_at, seq, need <= limit, limit)
                 with self._lk_mutex:
                     self._lk_seen[(d.name, holder)] = seen
+                    self._lk_waiting.add((d.name, holder))
             if changed:
                 state.waiters = live
                 state.write_volatile()
@@ -798,6 +992,7 @@ class FileLocksMixin:
         with self._lk_mutex:
             self._lk_held[(d.name, holder)] = h
             self._lk_seen.pop((d.name, holder), None)
+            self._lk_waiting.discard((d.name, holder))
         return LockGrant(d.name, holder, token, acquired_at, expires_at)
 
     def lock_cancel_wait(self, name: str, holder: str) -> None:
@@ -812,6 +1007,8 @@ class FileLocksMixin:
         check_name(name, "lock name")
         with self._lk_mutex:
             self._lk_seen.pop((name, holder), None)
+            handed = (name, holder) in self._lk_waiting
+            self._lk_waiting.discard((name, holder))
         try:
             with self._session(name, create=False) as d:
                 if d is None:
@@ -819,13 +1016,39 @@ class FileLocksMixin:
                 state = self._read_state(d)
                 now = monotonic()
                 live = [w for w in state.waiters if float(w[2]) > now and w[0] != holder]
-                if len(live) == len(state.waiters):
-                    return
-                state.waiters = live
-                state.write_volatile()
-                self._poke_waiters(d, state, state.limit)
+                if len(live) != len(state.waiters):
+                    state.waiters = live
+                    state.write_volatile()
+                    self._poke_waiters(d, state, state.limit)
+                if handed:
+                    self._unclaim(d, holder, state.limit)
         except OSError as exc:
             raise self._unavailable(f"cannot update waiters of lock {name!r}", exc) from exc
+
+    def _unclaim(self, d: _LockDir, holder: str, limit: int) -> None:
+        """Under the meta flock: pass on a slot handed to ``holder`` that it never claimed."""
+        for index in range(min(limit, _MAX_SLOT_WATCHES)):
+            try:
+                fd = os.open(_slot_name(index), _RO, dir_fd=d.dir_fd)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, _EX_NB)
+                except BlockingIOError:
+                    continue
+                rec = _read_lease(fd)
+                if rec is None or rec.get("holder") != holder or _claim_deadline(rec) is None:
+                    continue
+                write_fd = os.open(_slot_name(index), _WO, dir_fd=d.dir_fd)
+                try:
+                    seq = self._pass_on(d, write_fd)
+                finally:
+                    _close(write_fd)
+            finally:
+                _close(fd)
+            self._poke_seq(d, seq)
+            return
 
     def lock_release(self, name: str, holder: str) -> bool:
         """Free the slot ``holder`` holds. Atomic under the meta flock.
@@ -929,12 +1152,15 @@ class FileLocksMixin:
             except FileNotFoundError:
                 continue
             try:
+                rec = _read_lease(fd)
                 try:
                     fcntl.flock(fd, _EX_NB)
-                    continue  # free: nobody holds it (a dead holder's record is stale)
+                    deadline = _claim_deadline(rec)
+                    if deadline is None or deadline <= now:
+                        continue  # free (a dead or gone holder's record is stale)
+                    # else: handed to a waiter that is about to claim it: it is the owner
                 except BlockingIOError:
                     pass
-                rec = _read_lease(fd)
             finally:
                 _close(fd)
             if rec is None:
@@ -996,7 +1222,9 @@ class FileLocksMixin:
                         continue
                     try:
                         fcntl.flock(fd, _EX_NB)
-                        continue  # already free
+                        deadline = _claim_deadline(_read_lease(fd))
+                        if deadline is None or deadline <= monotonic():
+                            continue  # already free
                     except BlockingIOError:
                         pass
                     finally:
