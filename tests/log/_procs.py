@@ -42,5 +42,42 @@ def write_slowly(args: list[str]) -> None:
     print(json.dumps({"written": n}), flush=True)
 
 
+def write_paced(args: list[str]) -> None:
+    """write_paced DIR TRACK COUNT TAG ROTATE HOST: COUNT records, ~1 ms apart."""
+    log_dir, track, count, tag, rotate, host = args[:6]
+    import unidist.log
+
+    unidist.log.setup(
+        dir=log_dir, rotate=rotate, keep=100000, console="off", stdlib=False, host=host
+    )
+    log = unidist.log.get_logger(track)
+    for n in range(int(count)):
+        log.info("rec", tag=tag, n=n)
+        time.sleep(0.001)
+
+
+def ship(args: list[str]) -> None:
+    """ship URL DIR HOST BATCH: ship in follow mode until killed."""
+    url, log_dir, host, batch = args[:4]
+    from unidist.log.shipper import ship as run
+
+    run(url, dir=log_dir, host=host, batch=int(batch), follow=True, interval=0.05)
+
+
+def collect(args: list[str]) -> None:
+    """collect URL TO BATCH: collect in follow mode until killed."""
+    url, to, batch = args[:3]
+    from unidist.log.collect import collect as run
+
+    run(url, to, batch=int(batch), follow=True, interval=0.05)
+
+
 if __name__ == "__main__":
-    {"write": write, "write_slowly": write_slowly}[sys.argv[1]](sys.argv[2:])
+    kinds = {
+        "write": write,
+        "write_slowly": write_slowly,
+        "write_paced": write_paced,
+        "ship": ship,
+        "collect": collect,
+    }
+    kinds[sys.argv[1]](sys.argv[2:])

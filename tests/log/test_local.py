@@ -215,7 +215,7 @@ def test_console_json_when_not_a_terminal(tmp_path: Path) -> None:
 def test_import_configures_nothing() -> None:
     """Importing unidist.log adds no handler to the root logger and creates no file."""
     code = (
-        "import logging, unidist.log\n"
+        "import logging, unidist.log, unidist.log.shipper, unidist.cli.log_cmd\n"
         "print(len(logging.getLogger().handlers), logging.getLogger().level)\n"
     )
     env = child_env(UNIDIST_LOG_DIR="/nonexistent/unidist-log-test")

@@ -55,8 +55,8 @@ def test_eight_processes_through_rotations(tmp_path: Path) -> None:
 @pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 def test_eight_processes_soak(tmp_path: Path) -> None:
-    """Soak: 8 processes x N records (default 10,000; $UNIDIST_SOAK_RECORDS) through tiny files."""
-    _many_writers(tmp_path, 8, int(os.environ.get("UNIDIST_SOAK_RECORDS", "10000")), "16KB")
+    """Soak: 8 processes x N records (default 10,000; $UNIDIST_SOAK_RECORDS) through small files."""
+    _many_writers(tmp_path, 8, int(os.environ.get("UNIDIST_SOAK_RECORDS", "10000")), "64KB")
 
 
 def test_size_rotation_keeps_only_keep_files(tmp_path: Path) -> None:

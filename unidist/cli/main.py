@@ -69,6 +69,9 @@ def _register_commands() -> None:
     from unidist.cli.demo import demo
 
     cli.add_command(demo)
+    from unidist.cli.log_cmd import log_group
+
+    cli.add_command(log_group)
 
 
 _register_commands()

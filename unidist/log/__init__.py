@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from unidist.log._config import LogConfig, parse_rotate, parse_size
 from unidist.log._core import (
@@ -41,6 +42,9 @@ from unidist.log._core import (
     uninstall,
 )
 
+if TYPE_CHECKING:
+    from unidist.log.shipper import ShipStats
+
 __all__ = [
     "LogConfig",
     "TrackLogger",
@@ -50,6 +54,7 @@ __all__ = [
     "parse_size",
     "reset",
     "setup",
+    "ship",
 ]
 
 _HANDLER: StdlibHandler | None = None
@@ -135,3 +140,18 @@ def reset() -> None:
         logging.getLogger().removeHandler(_HANDLER)
         _HANDLER = None
     uninstall()
+
+
+def ship(url: str, **options: Any) -> ShipStats:
+    """Ship this host's track files to the Redis store at ``url`` (once, or ``follow=True``).
+
+    The options and guarantees are those of :func:`unidist.log.shipper.ship`.
+
+    Raises:
+        unidist.InvalidURL: not a Redis URL.
+        unidist.BackendUnavailable: the store stayed unreachable for ``retry_for`` seconds.
+        unidist.UnidistError: another shipper uses the same state file.
+    """
+    from unidist.log.shipper import ship as _ship
+
+    return _ship(url, **options)

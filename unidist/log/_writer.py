@@ -49,10 +49,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
+from unidist.log._files import ensure_dir
+
 _STAT_EVERY: Final = 1.0
 """Seconds between checks that the path still names the open file (external rotation)."""
 _FILE_MODE: Final = 0o600
-_DIR_MODE: Final = 0o700
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -180,7 +181,7 @@ class TrackWriter:
         try:
             fd = os.open(self.path, _OPEN_FLAGS, _FILE_MODE)
         except FileNotFoundError:
-            self.path.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            ensure_dir(self.path.parent)
             fd = os.open(self.path, _OPEN_FLAGS, _FILE_MODE)
         st = os.fstat(fd)
         self._fd = fd
