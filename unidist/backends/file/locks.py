@@ -80,7 +80,7 @@ import secrets
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -145,6 +145,17 @@ def _close(fd: int) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def _closer(fd: int) -> Callable[[], None]:
+    """A function that closes ``fd`` the first time it is called (never a reused number)."""
+    pending = [fd]
+
+    def close() -> None:
+        while pending:
+            _close(pending.pop())
+
+    return close
 
 
 def _read_lease(fd: int) -> dict[str, Any] | None:
@@ -623,10 +634,8 @@ class FileLocksMixin:
     def _free_held(self, d: _LockDir, h: _Held) -> None:
         """Under the meta flock: pass ``h``'s slot on (or clear it), close it, wake waiters.
 
-        The epoch changes before the close: a waiter checks it after arming its watch."""
-        seq = self._pass_on(d, h.write_fd)
-        h.close()
-        self._poke_seq(d, seq)
+        See :meth:`_pass_on` for the order of writes, close and wake-ups."""
+        self._pass_on(d, h.write_fd, h.close)
 
     # ------------------------------------------------------------------ interface
     def lock_acquire(
@@ -774,14 +783,19 @@ class FileLocksMixin:
                 _close(fd)
         return None
 
-    def _pass_on(self, d: _LockDir, write_fd: int) -> int | None:
+    def _pass_on(self, d: _LockDir, write_fd: int, close: Callable[[], None]) -> None:
         """Under the meta flock, for a slot being freed whose record ``write_fd`` writes: hand
-        it to the first live waiter (a ``~`` record with a fresh token, claimable for
-        ``_CLAIM_WINDOW`` seconds) or clear the record; change the epoch. Returns the
-        registration sequence of the waiter to wake, if any. The caller closes its descriptors
-        (which wakes the waiters watching the slot) and then pokes that waiter."""
+        it to the first live waiter (a ``~`` record with a fresh token, claimable for up to
+        ``_CLAIM_WINDOW`` seconds), or clear the record; then ``close()`` the freeing side's
+        descriptors (their last close wakes the waiters watching the slot).
+
+        Order: a hand-over record (and its token reservation) is written before ``close``;
+        the waiter list and epoch after it, off the woken waiter's path (the waiter claims
+        without the meta flock), and then its wake file is poked. A plain free changes the
+        epoch before ``close``: a waiter checks the epoch after arming its watches.
+        """
         try:
-            state = self._read_state(d)
+            state: meta.MetaState | None = self._read_state(d)
         except CorruptData:
             state = None
         if state is not None and state.limit <= _MAX_SLOT_WATCHES:
@@ -789,12 +803,11 @@ class FileLocksMixin:
             live = [w for w in state.waiters if float(w[2]) > now]
             if live:
                 holder, seq, lapses, ttl_raw, info_json = live[0]
-                holder_json = json.dumps(holder)
                 ttl = None if float(ttl_raw) < 0 else float(ttl_raw)
                 token = state.next_token(self._lk_durable)
                 acquired_at = wall()
                 line = _lease_line(
-                    holder_json,
+                    json.dumps(holder),
                     token,
                     acquired_at,
                     None if ttl is None else acquired_at + ttl,
@@ -804,16 +817,18 @@ class FileLocksMixin:
                     claim_by=min(now + _CLAIM_WINDOW, float(lapses)),
                 )
                 os.pwrite(write_fd, line, 0)
+                close()
                 state.waiters = live[1:]
                 state.write_volatile()
                 state.bump_epoch()
-                return int(seq)
+                self._poke_seq(d, int(seq))
+                return
         os.pwrite(write_fd, b"\n", 0)
         if state is not None:
             state.bump_epoch()
         else:
             d.meta.bump_epoch()
-        return None
+        close()
 
     @staticmethod
     def _poke_seq(d: _LockDir, seq: int | None) -> None:
@@ -1041,13 +1056,13 @@ class FileLocksMixin:
                 if rec is None or rec.get("holder") != holder or _claim_deadline(rec) is None:
                     continue
                 write_fd = os.open(_slot_name(index), _WO, dir_fd=d.dir_fd)
+                close = _closer(write_fd)
                 try:
-                    seq = self._pass_on(d, write_fd)
+                    self._pass_on(d, write_fd, close)
                 finally:
-                    _close(write_fd)
+                    close()
             finally:
                 _close(fd)
-            self._poke_seq(d, seq)
             return
 
     def lock_release(self, name: str, holder: str) -> bool:
