@@ -40,6 +40,24 @@ from unidist.backends import Backend  # noqa: E402
 Start = Callable[[], object]
 Result = dict[str, Any]
 
+# ---------------------------------------------------------------------------- expectations
+# Per-backend expectations shared by the lock, semaphore and counter tests: data, so that one
+# test body runs on every backend.
+
+# A holder that gets killed carries this lease on every cross-process backend.
+HOLDER_TTL = 2.0
+# Seconds from the holder's kill -9 until another process must hold its lock or slot: on
+# file:// the kernel drops a dead process's flock at once (well before its lease ends); on
+# Redis only the key's expiry frees it.
+HANDOVER_BOUND = {"file": 1.0, "redis": HOLDER_TTL + 1.0}
+# How each backend is reopened so that what it persists survives a restart: memory keeps
+# counters (and fencing-token high-water marks, never locks) only in its ?snapshot= file.
+DURABLE_URL: dict[str, Callable[[str, Path], str]] = {
+    "memory": lambda url, tmp: f"{url}?snapshot={tmp / 'snapshot.json'}&interval=60",
+    "file": lambda url, tmp: url,
+    "redis": lambda url, tmp: url,
+}
+
 # ---------------------------------------------------------------------------- workers
 
 

@@ -4,13 +4,12 @@ as each backend promises, on every backend through the public API (issue 3)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from _workers import children, run_in_processes
+from _workers import DURABLE_URL, children, run_in_processes
 
 import unidist
 from unidist.backends import Backend
@@ -24,12 +23,6 @@ THREAD_INCRS = {"memory": 10_000, "file": 1_000, "redis": 1_000}
 THREAD_INCRS_FULL = 10_000
 # Processes x incr() each, without any lock.
 PROCESS_INCRS = (8, 500)
-# How each backend is reopened so that counters survive: memory needs its snapshot file.
-DURABLE_URL: dict[str, Callable[[str, Path], str]] = {
-    "memory": lambda url, tmp: f"{url}?snapshot={tmp / 'snapshot.json'}&interval=60",
-    "file": lambda url, tmp: url,
-    "redis": lambda url, tmp: url,
-}
 
 
 def test_counter_starts_at_zero_and_counts(backend: Backend) -> None:

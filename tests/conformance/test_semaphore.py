@@ -9,14 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from _workers import children, run_workers
+from _workers import HANDOVER_BOUND, HOLDER_TTL, children, run_workers
 
 import unidist
 from unidist.backends import Backend
 
-# As in test_lock: the killed holder's lease, and when its slot must be free again.
-HOLDER_TTL = 2.0
-HANDOVER_BOUND = {"file": 1.0, "redis": HOLDER_TTL + 1.0}
 # 10 workers, limit 3, each entering ROUNDS times and staying HOLD seconds inside.
 WORKERS, LIMIT, ROUNDS, HOLD = 10, 3, 2, 0.05
 
