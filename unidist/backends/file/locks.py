@@ -120,8 +120,11 @@ _CLAIM_WINDOW: Final = 0.5
 _PLAIN: Final = re.compile(r"[A-Za-z0-9._:@-]*")
 
 
+_SLOT_NAMES: Final = tuple(f"{_SLOT}{i}" for i in range(64))
+
+
 def _slot_name(index: int) -> str:
-    return f"{_SLOT}{index}"
+    return _SLOT_NAMES[index] if index < 64 else f"{_SLOT}{index}"
 
 
 def _wake_name(seq: int) -> str:
@@ -478,10 +481,9 @@ class FileLocksMixin:
         return _LockDir(name, str(self.root / "locks" / name), dir_fd, meta_fd)
 
     def _lock_dir(self, name: str, create: bool) -> _LockDir | None:
-        with self._lk_mutex:
-            d = self._lk_dirs.get(name)
-            if d is not None:
-                return d
+        d = self._lk_dirs.get(name)  # one dict lookup is atomic; a closed entry is retried
+        if d is not None:
+            return d
         d = self._open_lock_dir(name, create)
         if d is None:
             return None
