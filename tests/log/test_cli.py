@@ -90,6 +90,11 @@ def test_ship_needs_a_redis_url(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "redis://" in capsys.readouterr().err
 
 
+def ready(lines: list[str]) -> set[str]:
+    """The readiness probes among tail's output lines."""
+    return {x for x in lines if '"event":"ready"' in x}
+
+
 def test_tail_follow_across_rotation(tmp_path: Path) -> None:
     """tail -f prints every new record exactly once while the track rotates underneath."""
     (tmp_path / "f.log").write_bytes(b"")
@@ -100,19 +105,22 @@ def test_tail_follow_across_rotation(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
     reader.start()
     try:
-        time.sleep(1.5)  # let it start following
         unidist.log.setup(dir=tmp_path, console="off", rotate="8KB", keep=100, stdlib=False)
         log = unidist.log.get_logger("f")
+        deadline = time.monotonic() + 60
+        while not lines and time.monotonic() < deadline:  # until it is following
+            log.info("ready")
+            time.sleep(0.1)
         for n in range(1500):
             log.info("rec", n=n)
             if n % 100 == 0:
                 time.sleep(0.02)
         deadline = time.monotonic() + 30
-        while len(lines) < 1500 and time.monotonic() < deadline:
+        while len(lines) < 1500 + len(ready(lines)) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(10)
     assert len(list(tmp_path.glob("f.log.*"))) >= 5
-    counts = collections.Counter(json.loads(line)["n"] for line in lines)
+    counts = collections.Counter(json.loads(x)["n"] for x in lines if x not in ready(lines))
     assert counts == collections.Counter(range(1500))

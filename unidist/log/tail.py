@@ -259,7 +259,9 @@ def _catch_up(
     """
     listed: dict[tuple[int, int], tuple[int, int]] = {}  # key -> (rank, fd)
     try:
-        for tf in track_files(path.parent, {track}):
+        # Newest first: a rotation meanwhile moves files towards names not yet visited, so a
+        # file can be seen twice (kept once) but never skipped.
+        for tf in reversed(track_files(path.parent, {track})):
             try:
                 fd = os.open(tf.path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
