@@ -91,7 +91,7 @@ def test_getitem_matches_list(index: Any) -> None:
         (slice(1, 2), 5),
         ("x", 1),
     ],
-    ids=repr,
+    ids=lambda v: "iterator" if hasattr(v, "__next__") else repr(v),
 )
 def test_setitem_matches_list(index: Any, value: Any) -> None:
     """Item and slice assignment change the list as list does, or raise the same error."""
