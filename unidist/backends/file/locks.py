@@ -1326,11 +1326,11 @@ class FileLocksMixin:
                     ]
                 elif seen.near_front:
                     targets.append((lock_dir, DIR_MASK))
-            wait_for_change(targets, budget, lambda: self._unchanged(name, seen))
+            wait_for_change(targets, budget, lambda: self._unchanged(name, seen, holder))
         except OSError as exc:
             raise self._unavailable(f"cannot wait for lock {name!r}", exc) from exc
 
-    def _unchanged(self, name: str, seen: _Seen | None) -> bool:
+    def _unchanged(self, name: str, seen: _Seen | None, holder: str | None) -> bool:
         """True if nothing a waiter cares about changed since its refused attempt."""
         if seen is None:
             return True
@@ -1343,7 +1343,7 @@ class FileLocksMixin:
                 result = False
             elif seen.near_front and seen.limit <= _MAX_SLOT_WATCHES:
                 # A holder that died before the watches were armed left no epoch change.
-                result = all(self._slot_held(d, i) for i in range(seen.limit))
+                result = all(self._slot_held(d, i, holder) for i in range(seen.limit))
             else:
                 result = True
             failed = False
@@ -1351,13 +1351,21 @@ class FileLocksMixin:
             self._leave(d, flock=seen.near_front, failed=failed)
         return result
 
-    def _slot_held(self, d: _LockDir, index: int) -> bool:
-        """Under the meta flock: True if slot ``index``'s flock is held (by anyone)."""
+    def _slot_held(self, d: _LockDir, index: int, holder: str | None) -> bool:
+        """Under the meta flock: True if slot ``index`` is not free for ``holder``: its flock
+        is held, or it is handed to another waiter that may still claim it."""
         fd = self._open_slot(d, index)
         try:
             fcntl.flock(fd, _EX_NB)
+            rec = _read_lease(fd)
         except BlockingIOError:
             return True
         finally:
             _close(fd)
-        return False
+        deadline = _claim_deadline(rec)
+        return (
+            deadline is not None
+            and deadline > monotonic()
+            and rec is not None
+            and rec.get("holder") != holder
+        )
