@@ -87,9 +87,23 @@ def _default(value: object) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
-_ENCODE: Final = json.JSONEncoder(
+_ENCODER: Final = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
-).encode
+)
+_C_MAKE_ENCODER: Final[Any] = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_STR: Final[Any] = getattr(json.encoder, "encode_basestring", None)
+
+
+def _ENCODE(value: Any) -> str:  # noqa: N802 - used like a constant function
+    """``_ENCODER.encode`` without its Python-level wrappers when the C encoder exists."""
+    if _C_MAKE_ENCODER is None or _ENCODE_STR is None:
+        return _ENCODER.encode(value)
+    if isinstance(value, str):
+        return str(_ENCODE_STR(value))
+    chunks = _C_MAKE_ENCODER({}, _default, _ENCODE_STR, None, ":", ",", False, False, False)(
+        value, 0
+    )
+    return "".join(chunks)
 
 
 def _sanitize(value: Any, depth: int = 0) -> Any:
@@ -355,11 +369,12 @@ class TrackLogger(structlog.BoundLoggerBase):
                 except (TypeError, ValueError):
                     event = f"{event} {args!r}"
             try:
-                _, ctx = self._process_event(
+                _, processed = self._process_event(
                     _NAMES.get(levelno, "info"), None if event is None else str(event), kw
                 )
             except structlog.DropEvent:
                 return
+            ctx = processed if type(processed) is dict else dict(processed)
             rec = build_record(rt, self._logger.name, levelno, ctx, frame)
             if exc_info:
                 _add_exception(rec, exc_info)
@@ -369,14 +384,15 @@ class TrackLogger(structlog.BoundLoggerBase):
 
 
 def build_record(
-    rt: _Runtime, track: str, levelno: int, ctx: Mapping[str, Any], frame: FrameType
+    rt: _Runtime, track: str, levelno: int, ctx: dict[str, Any], frame: FrameType
 ) -> dict[str, Any]:
-    """The record of one call, keys in DESIGN order, then the caller's key/values."""
+    """The record of one call, keys in DESIGN order, then the caller's key/values (``ctx`` is
+    consumed: its ``event`` is popped)."""
     code = frame.f_code
     rec: dict[str, Any] = {
         "timestamp": _iso(time.time()),
         "level": _NAMES.get(levelno) or logging.getLevelName(levelno).lower(),
-        "event": ctx.get("event"),
+        "event": ctx.pop("event", None),
         "track": track,
         "host": rt.host,
         "pid": _PID,
@@ -386,8 +402,8 @@ def build_record(
         "line": frame.f_lineno,
         "func": code.co_name,
     }
-    if len(ctx) > 1 or "event" not in ctx:
-        _merge(rec, {k: v for k, v in ctx.items() if k != "event"})
+    if ctx:
+        _merge(rec, ctx)
     return rec
 
 
