@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{item.id:40} {h.fmt_config(w, kind):10} {item.durability}")
         return 0
 
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     runner = h.CaseRunner(settings, modules, args.dir)
     rows: list[h.Row] = []
     started = time.monotonic()
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rows.extend(group_rows)
         facts = h.machine_facts(str(runner.base), ROOT, runner.services)
+        facts["load_average_at_start"] = load_at_start
     finally:
         runner.close()
 
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         f"unidist benchmarks: {facts['cpu_count']} CPUs ({facts['cpu_model']}), "
         f"{facts['kernel']}, {facts['python']}, scratch on {facts['bench_dir_fs']}; "
         f"{settings.repeat} x {settings.duration}s per case; median ops/s (min-max); "
-        f"run took {elapsed:.0f}s"
+        f"run took {elapsed:.0f}s; load average (1 min) {load_at_start[0]} at start, "
+        f"{facts['load_average_at_end'][0]} at end"
     )
     text = "\n\n".join(
         [
