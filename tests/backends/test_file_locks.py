@@ -73,13 +73,14 @@ def acquire(
 class Child:
     """A child process running a job of this file; line-oriented stdout, stdin as control."""
 
-    def __init__(self, job: str, **kwargs: Any) -> None:
+    def __init__(self, job: str, pass_fds: tuple[int, ...] = (), **kwargs: Any) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE), job, json.dumps(kwargs)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            pass_fds=pass_fds,
         )
         self.pid = self.proc.pid
 
@@ -582,12 +583,8 @@ def test_tokens_strictly_increase_across_processes(url: str, kids: list[Child]) 
     assert sum(r["contended"] for r in results) > 0
 
 
-def _fair_run(url: str, kids: list[Child], duration: float) -> tuple[bool, str]:
-    kids.clear()
-    kids += start_all("fair", 4, url=url, name="fair", duration=duration, hold=0.001)
-    results = [kid.result(60) for kid in kids]
-    for kid in kids:
-        kid.close()
+def _ratio(results: list[dict[str, Any]]) -> tuple[float, float, str]:
+    """(total / ideal, spread, report) of a run; ideal = elapsed / measured mean hold."""
     counts = [r["count"] for r in results]
     total = sum(counts)
     mean_hold = sum(r["held"] for r in results) / max(1, total)
@@ -598,10 +595,53 @@ def _fair_run(url: str, kids: list[Child], duration: float) -> tuple[bool, str]:
         f"counts={counts} total={total} ideal={ideal:.0f} ratio={total / ideal:.2f} "
         f"spread={spread:.2f} mean_hold={mean_hold * 1000:.3f}ms elapsed={elapsed:.2f}s"
     )
+    return total / ideal, spread, report
+
+
+def _fair_run(url: str, kids: list[Child], duration: float) -> tuple[bool, str]:
+    kids.clear()
+    kids += start_all("fair", 4, url=url, name="fair", duration=duration, hold=0.001)
+    results = [kid.result(60) for kid in kids]
+    for kid in kids:
+        kid.close()
+    ratio, spread, report = _ratio(results)
     print(f"fairness: {report}")
-    assert min(counts) > 0, f"a worker starved: {report}"
+    assert min(r["count"] for r in results) > 0, f"a worker starved: {report}"
     assert spread <= 1.5, f"unfair: {report}"
-    return total >= 0.85 * ideal, report
+    return ratio >= 0.85, report
+
+
+def _reference_run(kids: list[Child], duration: float) -> tuple[float, str]:
+    """The same 4 x 1 ms pattern with a zero-cost lock: a token passed around a ring of pipes.
+    What it loses to the ideal is what the host (load, scheduling) costs, not any lock."""
+    kids.clear()
+    pipes = [os.pipe() for _ in range(4)]
+    try:
+        for i in range(4):
+            rfd, wfd = pipes[i][0], pipes[(i + 1) % 4][1]
+            kids.append(
+                Child(
+                    "ring",
+                    pass_fds=(rfd, wfd),
+                    rfd=rfd,
+                    wfd=wfd,
+                    first=i == 0,
+                    duration=duration,
+                    hold=0.001,
+                )
+            )
+    finally:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+    for kid in kids:
+        kid.expect("ready", 60)
+    for kid in kids:
+        kid.go()
+    results = [kid.result(60) for kid in kids]
+    ratio, _, report = _ratio(results)
+    print(f"reference (pipe ring): {report}")
+    return ratio, report
 
 
 @pytest.mark.multiprocess
@@ -615,6 +655,15 @@ def test_fair_and_fast_under_contention(url: str, kids: list[Child]) -> None:
         if ok:
             return
         reports.append(report)
+    # Before failing, check the host can show the target at all: if even a zero-cost lock
+    # (a token passed around a pipe ring) loses more than 5 % to the ideal, the box is too
+    # loaded for this measurement, and the run says so instead of passing or failing.
+    ref, ref_report = _reference_run(kids, 2.0)
+    if ref < 0.95:
+        pytest.skip(
+            f"host too loaded to measure (zero-cost reference reached {ref:.2f} of ideal: "
+            f"{ref_report}); file:// runs: " + " | ".join(reports)
+        )
     pytest.fail("throughput below 0.85 x ideal in all runs: " + " | ".join(reports))
 
 
@@ -732,6 +781,28 @@ def job_fair(args: dict[str, Any]) -> None:
         held += time.perf_counter() - t0
         be.lock_release(args["name"], grant.holder)
         count += 1
+    _result({"count": count, "held": held, "begin": begin, "end": time.time()})
+
+
+def job_ring(args: dict[str, Any]) -> None:
+    rfd, wfd, hold = args["rfd"], args["wfd"], args["hold"]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    if args["first"]:
+        os.write(wfd, b"x")
+    count = 0
+    held = 0.0
+    begin = time.time()
+    deadline = time.monotonic() + args["duration"]
+    while True:
+        if os.read(rfd, 1) == b"q" or time.monotonic() >= deadline:
+            os.write(wfd, b"q")
+            break
+        t0 = time.perf_counter()
+        time.sleep(hold)
+        held += time.perf_counter() - t0
+        count += 1
+        os.write(wfd, b"x")
     _result({"count": count, "held": held, "begin": begin, "end": time.time()})
 
 
