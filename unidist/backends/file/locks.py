@@ -304,7 +304,7 @@ class _Seen:
 class _LockDir:
     """Cached descriptors of one lock's directory and meta file; ``mutex`` guards their use."""
 
-    __slots__ = ("closed", "dir_fd", "meta", "meta_fd", "mutex", "name", "path")
+    __slots__ = ("closed", "dir_fd", "meta", "meta_fd", "mutex", "name", "path", "wake_files")
 
     def __init__(self, name: str, path: str, dir_fd: int, meta_fd: int) -> None:
         self.name = name
@@ -314,6 +314,8 @@ class _LockDir:
         self.meta = meta.MetaFile(meta_fd, os.path.join(path, "meta"))
         self.mutex = threading.Lock()
         self.closed = False
+        #: wake files known to exist (they are never removed).
+        self.wake_files: set[str] = set()
 
     def close(self) -> None:
         self.closed = True
@@ -742,10 +744,8 @@ class FileLocksMixin:
                 deadline = _claim_deadline(rec)
                 if rec is None or rec.get("holder") != holder or not (deadline or 0) > now:
                     return None
+                # The name must still link the inode we flocked (no steal or break since).
                 st = os.fstat(fd)
-                linked = os.stat(slot, dir_fd=d.dir_fd, follow_symlinks=False)
-                if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):
-                    return None
                 write_fd = os.open(slot, _WO, dir_fd=d.dir_fd)
                 wst = os.fstat(write_fd)
                 if (wst.st_dev, wst.st_ino) != (st.st_dev, st.st_ino):
@@ -809,7 +809,7 @@ class FileLocksMixin:
                 token = state.next_token(self._lk_durable)
                 acquired_at = wall()
                 line = _lease_line(
-                    json.dumps(holder),
+                    f'"{holder}"' if _PLAIN.fullmatch(holder) else json.dumps(holder),
                     token,
                     acquired_at,
                     None if ttl is None else acquired_at + ttl,
@@ -1315,7 +1315,9 @@ class FileLocksMixin:
                 d = self._enter(name, False, flock=False)
                 if d is not None:
                     try:
-                        _close(os.open(wake, _RO | os.O_CREAT, _FILE_MODE, dir_fd=d.dir_fd))
+                        if wake not in d.wake_files:
+                            _close(os.open(wake, _RO | os.O_CREAT, _FILE_MODE, dir_fd=d.dir_fd))
+                            d.wake_files.add(wake)
                     finally:
                         self._leave(d, flock=False)
                 targets = [(os.path.join(lock_dir, wake), FILE_MASK)]
