@@ -657,7 +657,9 @@ class FileLocksMixin:
         Atomic under the lock's meta flock: the FIFO check, the slot choice (a free flock, or an
         expired lease taken over as a new generation), the fencing token (its reservation
         fsynced first when ``fsync`` is not ``never``), the lease record and the waiter
-        registration all happen or none does. See :meth:`Backend.lock_acquire`.
+        registration all happen or none does. A registered waiter to which a release handed a
+        slot claims it first, without the meta flock (the token was allocated and persisted by
+        the release). See :meth:`Backend.lock_acquire`.
 
         Raises:
             InvalidName: bad ``name``.
