@@ -9,4 +9,4 @@ echo "== ruff check"; "$VENV/bin/ruff" check .
 echo "== ruff format --check"; "$VENV/bin/ruff" format --check .
 echo "== mypy --strict unidist"; "$VENV/bin/mypy"
 echo "== pytest"
-exec "$VENV/bin/python" -m pytest -n 2 "$@"
+exec "$VENV/bin/python" -m pytest -n 2 -m "not slow" "$@"
