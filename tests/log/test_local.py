@@ -266,3 +266,30 @@ def test_parse_sizes_and_rotation_specs() -> None:
         unidist.log.setup(level="loud")
     with pytest.raises(ValueError):
         unidist.log.setup(keep=0)
+
+
+def test_syslog_tcp_newline_framed(tmp_path: Path) -> None:
+    """Over TCP each record is one newline-terminated syslog line."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(5)
+    try:
+        port = server.getsockname()[1]
+        unidist.log.setup(dir=tmp_path, syslog=f"tcp://127.0.0.1:{port}", console="off")
+        log = unidist.log.get_logger("tcp")
+        log.warning("one", n=1)
+        log.warning("two", n=2)
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        data = b""
+        while data.count(b"\n") < 2:
+            chunk = conn.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+        conn.close()
+    finally:
+        server.close()
+    first, second = data.decode().splitlines()[:2]
+    assert first.startswith("<12>")  # user.warning
+    assert json.loads(second.partition(f"tcp[{os.getpid()}]: ")[2])["n"] == 2

@@ -260,3 +260,14 @@ def test_collect_survives_kills_exactly_once(tmp_path: Path, store_url: str) -> 
     assert counts == collections.Counter(range(6000))
     assert stats.records < 6000  # the killed runs did part of the work
     assert (to / "a").stat().st_mode & 0o777 == 0o700
+
+
+def test_stream_is_capped(tmp_path: Path, store_url: str) -> None:
+    """maxlen caps each track's stream (approximately), keeping the newest records."""
+    _write(tmp_path, "capped", 0, 3000)
+    stats = ship(store_url, dir=tmp_path, maxlen=500, batch=100)
+    assert stats.stored == 3000
+    numbers = sorted(_numbers(store_url))
+    assert 500 <= len(numbers) < 1000
+    assert numbers[-1] == 2999
+    assert numbers == list(range(numbers[0], 3000))
