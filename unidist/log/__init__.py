@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 _HANDLER: StdlibHandler | None = None
+_ROOT_LEVEL: int | None = None
+"""The root logger's level before :func:`setup` changed it (restored by :func:`reset`)."""
 
 
 def setup(
@@ -101,7 +103,7 @@ def setup(
         ValueError: an invalid argument (unknown level, bad size, ``keep`` < 1...).
         unidist.InvalidName: ``stdlib_track`` or ``host`` breaks the naming rule.
     """
-    global _HANDLER
+    global _HANDLER, _ROOT_LEVEL
     from unidist.log._config import build_config
 
     cfg = build_config(
@@ -124,6 +126,8 @@ def setup(
     if stdlib:
         _HANDLER = StdlibHandler(level=cfg.level)
         root.addHandler(_HANDLER)
+        if _ROOT_LEVEL is None:
+            _ROOT_LEVEL = root.level
         root.setLevel(cfg.level)
     return cfg
 
@@ -134,11 +138,15 @@ def config() -> LogConfig:
 
 
 def reset() -> None:
-    """Undo :func:`setup`: close files, remove the stdlib bridge, forget the configuration."""
-    global _HANDLER
+    """Undo :func:`setup`: close files, remove the stdlib bridge and restore the root logger's
+    level, forget the configuration."""
+    global _HANDLER, _ROOT_LEVEL
     if _HANDLER is not None:
         logging.getLogger().removeHandler(_HANDLER)
         _HANDLER = None
+    if _ROOT_LEVEL is not None:
+        logging.getLogger().setLevel(_ROOT_LEVEL)
+        _ROOT_LEVEL = None
     uninstall()
 
 
