@@ -693,19 +693,23 @@ class FileLocksMixin:
         if (name, holder) in self._lk_held:
             raise ValueError(f"holder {holder!r} already holds a slot of lock {name!r}")
         d = None
+        retry = False
         try:
             if (name, holder) in self._lk_waiting:
                 # A release may have handed this waiter a slot: claim it without the meta flock.
                 d = self._enter(name, False, flock=False)
                 if d is not None:
-                    grant = self._claim(d, limit, holder, holder_json, info_json)
+                    claimed = self._claim(d, limit, holder, holder_json, info_json)
                     self._leave(d, flock=False)
                     d = None
-                    if grant is not None:
-                        return grant
+                    if isinstance(claimed, LockGrant):
+                        return claimed
+                    retry = claimed
             d = self._enter(name, True)
             assert d is not None
-            grant = self._acquire_locked(d, limit, holder, holder_json, info_json, ttl, waiting)
+            grant = self._acquire_locked(
+                d, limit, holder, holder_json, info_json, ttl, waiting, retry
+            )
         except OSError as exc:
             self._leave(d, failed=True)
             raise self._unavailable(f"cannot acquire lock {name!r}", exc) from exc
@@ -717,13 +721,16 @@ class FileLocksMixin:
 
     def _claim(
         self, d: _LockDir, limit: int, holder: str, holder_json: str, info_json: str
-    ) -> LockGrant | None:
+    ) -> LockGrant | bool:
         """Take a slot a release handed to ``holder`` (a ``~`` record naming it), if any.
+
+        Returns the grant; False if no slot is handed to ``holder``; True if one may be but
+        could not be claimed here (retry under the meta flock, which settles it).
 
         Needs the lock's in-process mutex, not the meta flock: the claim is the flock on the
         slot's current inode plus a one-byte flip of the record's state (atomic for readers);
         anything unexpected (a transient flock by an inspector, a replaced inode, a lapsed
-        claim window) returns None and the caller takes the meta-flock path.
+        claim window) returns True and the caller retries under the meta flock.
         """
         needle = f'"holder":{holder_json},'.encode("ascii")
         now = monotonic()
@@ -741,17 +748,17 @@ class FileLocksMixin:
                 try:
                     fcntl.flock(fd, _EX_NB)
                 except BlockingIOError:
-                    return None
+                    return True
                 rec = _read_lease(fd)
                 deadline = _claim_deadline(rec)
                 if rec is None or rec.get("holder") != holder or not (deadline or 0) > now:
-                    return None
+                    return True
                 # The name must still link the inode we flocked (no steal or break since).
                 st = os.fstat(fd)
                 write_fd = os.open(slot, _WO, dir_fd=d.dir_fd)
                 wst = os.fstat(write_fd)
                 if (wst.st_dev, wst.st_ino) != (st.st_dev, st.st_ino):
-                    return None
+                    return True
                 os.pwrite(write_fd, b" ", 0)  # claimed: from now on an ordinary lease
                 token = int(rec["token"])
                 acquired_at = float(rec["acquired_at"])
@@ -785,7 +792,7 @@ class FileLocksMixin:
             finally:
                 _close(write_fd)
                 _close(fd)
-        return None
+        return False
 
     def _pass_on(self, d: _LockDir, write_fd: int, close: Callable[[], None]) -> None:
         """Under the meta flock, for a slot being freed whose record ``write_fd`` writes: hand
@@ -905,11 +912,12 @@ class FileLocksMixin:
         info_json: str,
         ttl: float | None,
         waiting: bool,
+        retry_claim: bool,
     ) -> LockGrant | None:
-        if (d.name, holder) in self._lk_waiting:
-            grant = self._claim(d, limit, holder, holder_json, info_json)
-            if grant is not None:
-                return grant
+        if retry_claim:
+            claimed = self._claim(d, limit, holder, holder_json, info_json)
+            if isinstance(claimed, LockGrant):
+                return claimed
         state = self._read_state(d)
         now = monotonic()
         pos: int | None = None
