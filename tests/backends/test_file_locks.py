@@ -763,6 +763,7 @@ def job_tokens(args: dict[str, Any]) -> None:
         grant, waits = acquire(be, args["name"])
         contended += waits > 0
         tokens.append(grant.token)
+        time.sleep(0.0005)  # long enough that the two processes surely interleave
         assert be.lock_release(args["name"], grant.holder)
     _result({"tokens": tokens, "contended": contended})
 
