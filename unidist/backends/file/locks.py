@@ -800,10 +800,11 @@ class FileLocksMixin:
         ``_CLAIM_WINDOW`` seconds), or clear the record; then ``close()`` the freeing side's
         descriptors (their last close wakes the waiters watching the slot).
 
-        Order: a hand-over record (and its token reservation) is written before ``close``;
-        the waiter list and epoch after it, off the woken waiter's path (the waiter claims
-        without the meta flock), and then its wake file is poked. A plain free changes the
-        epoch before ``close``: a waiter checks the epoch after arming its watches.
+        Order: the hand-over record (and its token reservation), then the epoch (a waiter
+        checks it after arming its watches, so a wake-up before that is not lost), then
+        ``close`` and the poke of the waiter's wake file, and only then the waiter list, off
+        the woken waiter's path (it claims without the meta flock). A plain free also changes
+        the epoch before ``close``.
         """
         try:
             state: meta.MetaState | None = self._read_state(d)
@@ -828,11 +829,11 @@ class FileLocksMixin:
                     claim_by=min(now + _CLAIM_WINDOW, float(lapses)),
                 )
                 os.pwrite(write_fd, line, 0)
+                state.bump_epoch()
                 close()
+                self._poke_seq(d, int(seq))
                 state.waiters = live[1:]
                 state.write_volatile()
-                state.bump_epoch()
-                self._poke_seq(d, int(seq))
                 return
         os.pwrite(write_fd, b"\n", 0)
         if state is not None:
