@@ -36,6 +36,7 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from unidist.errors import BackendUnavailable, CorruptData, OutcomeUnknown
@@ -224,22 +225,34 @@ class Client:
 
         return self.run(send, Policy.SAFE, "pipeline")
 
-    def blpop(self, keys: Sequence[str], timeout: float) -> Any:
+    def blpop(self, keys: Sequence[str], timeout: float, *, precise: bool = False) -> Any:
         """BLPOP ``keys`` for up to ``timeout`` seconds (>= 1 ms); the reply or None."""
-        return self.blocking(("BLPOP", *keys), timeout)
+        return self.blocking(("BLPOP", *keys), timeout, precise=precise)
 
-    def blocking(self, command: Sequence[str], timeout: float) -> Any:
+    def blocking(self, command: Sequence[str], timeout: float, *, precise: bool = False) -> Any:
         """Run a blocking list command (``BLPOP``, ``BLMOVE``...) whose last argument is
         ``timeout`` seconds (at least 1 ms); its reply, or None on timeout.
 
         The read allowance is ``timeout`` plus the socket timeout, so a dead server still
         surfaces as :class:`BackendUnavailable` instead of a hang.
+
+        The server resolves blocking timeouts only when its event loop wakes (every
+        ``1000/hz`` ms, 100 ms by default), so a wait that must end on time (a delayed message
+        falling due) passes ``precise=True``: the client stops reading after ``timeout`` and
+        drops that connection, whose late reply can then never be mistaken for another's.
         """
         wait = max(timeout, 0.001)
 
         def send(conn: Any) -> Any:
-            conn.send_command(*command, f"{wait:.3f}")
-            return conn.read_response(timeout=wait + self.socket_timeout)
+            if not precise:
+                conn.send_command(*command, f"{wait:.3f}")
+                return conn.read_response(timeout=wait + self.socket_timeout)
+            conn.send_command(*command, f"{wait + 1.0:.3f}")
+            try:
+                return conn.read_response(timeout=wait)
+            except RedisTimeoutError:
+                conn.disconnect()
+                return None
 
         # A retried wait can at worst miss one wake-up; callers re-check anyway, and a
         # claimed grant whose reply was lost is found again by the next acquire.

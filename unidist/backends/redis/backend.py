@@ -779,9 +779,12 @@ class RedisBackend(Backend):
                 return
             hint = int(reply[4])
             wake_by = None if hint < 0 else time.monotonic() + hint / 1_000_000
+        precise = False
         if wake_by is not None:
-            timeout = min(timeout, max(wake_by - time.monotonic(), 0.0) + 0.001)
-        self._client.blpop([keys[7]], timeout)
+            due_in = max(wake_by - time.monotonic(), 0.0) + 0.001
+            precise = due_in <= timeout
+            timeout = min(timeout, due_in)
+        self._client.blpop([keys[7]], timeout, precise=precise)
 
     def queues(self) -> list[str]:
         """Queues holding any message (their metadata hash exists), sorted."""
