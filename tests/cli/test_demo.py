@@ -18,6 +18,8 @@ def test_demo_passes_on_memory(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["ok"] is True
     assert result["worker_kind"] == "threads"
     assert sum(result["per_worker"].values()) == 60
+    assert result["killed"] is not None
+    assert result["checks"]["killed worker's job was redelivered"] is True
 
 
 @pytest.mark.scope("host")
@@ -46,6 +48,12 @@ def test_demo_passes_across_processes(backend_url: str) -> None:
     result = json.loads(proc.stdout)
     assert result["worker_kind"] == "processes"
     assert all(result["checks"].values()), result["checks"]
+    killed = result["killed"]
+    assert killed is not None
+    assert result["redelivered_to"] not in (None, killed["worker"])
+    assert result["redelivery_attempts"] >= 2
+    victim = next(r for r in result["fleet"] if r["worker"] == killed["worker"])
+    assert victim["status"] == "killed (SIGKILL)"
 
 
 def test_demo_default_leaves_nothing_behind() -> None:
@@ -60,6 +68,7 @@ def test_demo_default_leaves_nothing_behind() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
+    assert "killed" in proc.stdout and "redelivered to" in proc.stdout
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
