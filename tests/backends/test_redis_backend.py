@@ -71,15 +71,13 @@ def test_bad_urls_are_invalid(url: str, fragment: str) -> None:
 def test_options_reach_the_pool() -> None:
     """Typed options configure the pool; construction does not connect."""
     be = RedisBackend.from_url(
-        "redis://u:pw@127.0.0.1:1/3?prefix=app:&connect_timeout=0.5&socket_timeout=2"
-        "&retries=1&max_connections=7"
+        "redis://u:pw@127.0.0.1:1/3?prefix=app:&connect_timeout=0.5&socket_timeout=2&retries=1"
     )
     kw = be._client.pool.connection_kwargs
     assert (kw["host"], kw["port"], kw["db"]) == ("127.0.0.1", 1, 3)
     assert (kw["username"], kw["password"]) == ("u", "pw")
     assert kw["socket_connect_timeout"] == 0.5
     assert kw["socket_timeout"] == 2
-    assert be._client.pool.max_connections == 7
     assert be.keys.prefix == "app:"
     assert be.scope == "network"
 
@@ -750,3 +748,30 @@ def test_state_update_is_all_or_nothing_for_readers(rbe: RedisBackend) -> None:
     done.set()
     t.join()
     assert set(seen) <= {0, 200}
+
+
+def test_any_number_of_threads_can_use_one_backend(rbe: RedisBackend) -> None:
+    """Threads come and go: the 150th short-lived thread works like the first (no pool cap)."""
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            rbe.counter_add("threads", 1, uuid.uuid4().hex)
+        except BaseException as exc:  # recorded for the assertion below
+            errors.append(exc)
+
+    for _ in range(150):
+        t = threading.Thread(target=one)
+        t.start()
+        t.join()
+    assert errors == []
+    assert rbe.counter_get("threads") == 150
+
+
+def test_counter_dedupe_records_stay_few(rbe: RedisBackend, raw: redis.Redis, prefix: str) -> None:
+    """Many increments leave one dedupe record per calling thread, not one per increment."""
+    for _ in range(500):
+        rbe.counter_add("few", 1, uuid.uuid4().hex)
+    keys = [k for k in raw.scan_iter(match=f"{prefix}*") if ":r:" in k]
+    assert len(keys) == 1
+    assert rbe.counter_get("few") == 500

@@ -95,6 +95,7 @@ SCRIPT_NAMES: Final = (
     "queue_dead",
     "queue_requeue_dead",
     "queue_purge",
+    "queue_release",
     "member_heartbeat",
     "member_leave",
     "members",
@@ -147,7 +148,10 @@ class Client:
         """
         conn: Any = getattr(self._local, "conn", None)
         if conn is None or conn.pid != os.getpid():
-            conn = self.pool.make_connection()
+            # Built from the pool's settings but not counted by the pool: a thread's connection
+            # lives in thread-local storage and is closed when the thread ends, so a process
+            # may start any number of threads over time (the pool's cap would count the dead).
+            conn = self.pool.connection_class(**self.pool.connection_kwargs)
             self._local.conn = conn
             with self._all_lock:
                 self._all.add(conn)

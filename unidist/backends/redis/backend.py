@@ -16,7 +16,7 @@ Options (query string; anything else is :class:`~unidist.errors.InvalidURL`):
 * ``socket_timeout`` (default 5 s): how long one command may take before the server counts
   as unavailable (blocking waits get their own timeout on top).
 * ``retries`` (default 3): retries after a connection failure, backoff 50 ms doubling.
-* ``max_connections``: cap of the connection pool (default unbounded).
+* Connections: one per thread that uses the backend, closed when the thread ends.
 * ``health_check_interval``: seconds after which an idle connection is PINGed before use.
 * ``client_name``: ``CLIENT SETNAME`` of the connections.
 * ``rediss://`` only: ``ssl_cert_reqs=required|optional|none`` (default ``required``),
@@ -74,6 +74,7 @@ its own (and redis-py's pool resets itself on a new pid).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -119,13 +120,6 @@ def _opt_prefix(text: str) -> str:
     return _keys.check_prefix(text)
 
 
-def _opt_pool_size(text: str) -> int:
-    value = opt_int(text)
-    if value < 1:
-        raise ValueError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def _us(seconds: float) -> int:
     return max(0, round(seconds * 1_000_000))
 
@@ -167,7 +161,6 @@ class RedisBackend(Backend):
         "connect_timeout": _opt_positive,
         "socket_timeout": _opt_positive,
         "retries": opt_int,
-        "max_connections": _opt_pool_size,
         "health_check_interval": opt_float,
         "client_name": opt_str,
         "ssl_cert_reqs": opt_choice("required", "optional", "none"),
@@ -191,6 +184,7 @@ class RedisBackend(Backend):
                     f"option {tls_opts[0]!r} needs a rediss:// URL (TLS); got {self.url}"
                 )
         self.keys = _keys.KeySpace(opts.get("prefix", _keys.DEFAULT_PREFIX))
+        self._caller_token = secrets.token_hex(6)
         self.connect_timeout: float = opts.get("connect_timeout", 1.5)
         self.socket_timeout: float = opts.get("socket_timeout", 5.0)
         pool, where = self._make_pool(parsed, scheme)
@@ -262,9 +256,6 @@ class RedisBackend(Backend):
                     ssl_check_hostname=opts.get("ssl_check_hostname", reqs != "none"),
                 )
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        max_connections = opts.get("max_connections")
-        if max_connections is not None:
-            kwargs["max_connections"] = max_connections
         return ConnectionPool(**kwargs), where
 
     # ------------------------------------------------------------------ lifecycle
@@ -482,8 +473,9 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ counters
     def counter_add(self, name: str, delta: int, request_id: str) -> int:
-        """INCRBY in one script that remembers ``request_id`` → result for 5 minutes, so a
-        retry after a lost reply returns the first result instead of adding twice.
+        """INCRBY in one script that remembers the calling thread's last ``request_id`` and its
+        result for 5 minutes, so a retry after a lost reply returns the first result instead
+        of adding twice.
 
         Raises:
             OverflowError: the result would leave the signed 64-bit range; nothing changed.
@@ -494,10 +486,13 @@ class RedisBackend(Backend):
         _check_id(request_id, "request id")
         if abs(delta) > 2 * INT64_MAX + 1:
             raise OverflowError(f"counter {name!r}: adding {delta} leaves the signed 64-bit range")
+        # One dedupe record per counter and calling thread (a thread retries only its latest
+        # request), so the records stay as few as the threads, not as the increments.
+        caller = f"{self._caller_token}.{os.getpid()}.{threading.get_ident()}"
         reply = self._run(
             "counter_add",
-            [key, self.keys.counter_request(name, request_id)],
-            [REQUEST_TTL_MS, *_split_delta(delta)],
+            [key, self.keys.counter_request(name, caller)],
+            [REQUEST_TTL_MS, request_id, *_split_delta(delta)],
             Policy.SAFE,
         )
         if int(reply[0]) == 1:
@@ -639,7 +634,9 @@ class RedisBackend(Backend):
         ]
         return bool(self._run("queue_put", keys, args, Policy.SAFE))
 
-    def _take(self, name: str, mode: str, visibility: float, max_attempts: int) -> Delivery | None:
+    def _take(
+        self, name: str, mode: str, visibility: float, max_attempts: int, consumer: str = ""
+    ) -> Delivery | None:
         keys = self.keys.queue(name)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -649,7 +646,7 @@ class RedisBackend(Backend):
         reply = self._run(
             "queue_take",
             keys,
-            [mode, _us(visibility), max_attempts, secrets.token_hex(8), PROMOTE_BATCH],
+            [mode, _us(visibility), max_attempts, secrets.token_hex(8), PROMOTE_BATCH, consumer],
             policy,
         )
         waits = self._waits()
@@ -669,13 +666,28 @@ class RedisBackend(Backend):
         )
 
     def queue_receive(
-        self, name: str, visibility_timeout: float, max_attempts: int
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        consumer: str | None = None,
     ) -> Delivery | None:
         """Promote due/expired messages, then pop the first ready one into flight (one script).
 
-        A lost reply is retried: the delivery it hid returns after its visibility timeout.
+        A lost reply is retried: the delivery it hid returns after its visibility timeout (or
+        when ``consumer`` is released). ``consumer`` is kept in the receipt after a ``/``.
         """
-        return self._take(name, "r", visibility_timeout, max_attempts)
+        if consumer is not None:
+            check_name(consumer, "consumer id")
+        return self._take(name, "r", visibility_timeout, max_attempts, consumer or "")
+
+    def queue_release(self, name: str, consumer: str, max_attempts: int) -> int:
+        """Give back every message in flight under ``consumer`` in one script (it scans the
+        in-flight set); see :meth:`Backend.queue_release`. After a lost reply the retry
+        finds nothing left and returns 0."""
+        check_name(consumer, "consumer id")
+        keys = self.keys.queue(name)
+        return int(self._run("queue_release", keys, [consumer, max_attempts], Policy.SAFE))
 
     def queue_get(self, name: str, max_attempts: int) -> Delivery | None:
         """Like :meth:`queue_receive` but deletes the message in the same script.

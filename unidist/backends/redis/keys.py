@@ -14,7 +14,8 @@ several keys of that object stays in one Redis Cluster slot::
     unidist:{l:backup}:n:<h>    grant handed to waiter <h> (its BLMOVE source)
     unidist:{l:backup}:k:<h>    claim of waiter <h> (its BLMOVE destination)
     unidist:{c:jobs}            counter value (string)
-    unidist:{c:jobs}:r:<rid>    result of request <rid> (dedupe of retried counter_add, 5 min)
+    unidist:{c:jobs}:r:<caller> last request id and result of one calling thread (dedupe of
+                                a retried counter_add, 5 min)
     unidist:{s:config}          state bucket (hash key -> JSON text)
     unidist:{q:work}:b          message bodies (hash id -> JSON text)
     unidist:{q:work}:m          message meta (hash id -> "attempts enqueued_us nonce rank receipt")
@@ -107,8 +108,8 @@ class KeySpace:
     def counter(self, name: str) -> str:
         return self.tag(COUNTER, name, "counter name")
 
-    def counter_request(self, name: str, request_id: str) -> str:
-        return f"{self.counter(name)}:r:{request_id}"
+    def counter_request(self, name: str, caller: str) -> str:
+        return f"{self.counter(name)}:r:{caller}"
 
     def state(self, bucket: str) -> str:
         return self.tag(STATE, bucket, "bucket name")

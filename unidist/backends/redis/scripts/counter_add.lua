@@ -1,13 +1,18 @@
 -- Add a delta (given as parts that each fit in signed 64 bits) to a counter, at most once
--- per request id.
--- KEYS: 1 counter, 2 request record
--- ARGV: 1 request record lifetime ms, 2.. delta parts
+-- per request id. The request record holds the calling thread's last "<request id> <result>".
+-- KEYS: 1 counter, 2 request record of the calling thread
+-- ARGV: 1 request record lifetime ms, 2 request id, 3.. delta parts
 -- Returns {1, value} or {0, error text}; on error nothing changed.
 local done = redis.call('GET', KEYS[2])
-if done then return {1, done} end
+if done then
+  local sep = string.find(done, ' ', 1, true)
+  if sep and string.sub(done, 1, sep - 1) == ARGV[2] then
+    return {1, string.sub(done, sep + 1)}
+  end
+end
 local existed = redis.call('EXISTS', KEYS[1])
 local applied = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local res = redis.pcall('INCRBY', KEYS[1], ARGV[i])
   if type(res) == 'table' and res.err then
     for j = #applied, 1, -1 do redis.call('DECRBY', KEYS[1], applied[j]) end
@@ -17,5 +22,5 @@ for i = 2, #ARGV do
   applied[#applied + 1] = ARGV[i]
 end
 local value = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[2], value, 'PX', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. value, 'PX', ARGV[1])
 return {1, value}

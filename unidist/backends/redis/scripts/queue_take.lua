@@ -2,7 +2,8 @@
 -- First moves due delayed messages to ready, and expired in-flight messages back to ready
 -- (or to the dead list once delivered max_attempts times).
 -- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead, 7 put sequence, 8 wake list
--- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 batch size
+-- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 batch size,
+--       6 consumer ('' for none; kept in the receipt after a '/')
 -- Returns {1, id, body, attempts, receipt, rank, enqueued µs}
 --      or {0, µs until a delayed or in-flight message may become ready, or -1}.
 local mode = ARGV[1]
@@ -71,6 +72,7 @@ while true do
         if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[7], KEYS[8]) end
       else
         receipt = attempts .. '.' .. ARGV[4]
+        if ARGV[6] and ARGV[6] ~= '' then receipt = receipt .. '/' .. ARGV[6] end
         redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
         redis.call('HSET', KEYS[2], id, attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt)
       end
