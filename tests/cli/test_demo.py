@@ -68,7 +68,8 @@ def test_demo_default_leaves_nothing_behind() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all checks passed" in proc.stdout
-    assert "killed" in proc.stdout and "redelivered to" in proc.stdout
+    assert "killed" in proc.stdout
+    assert "redelivered to" in proc.stdout
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
