@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
 import socket
 import threading
 from typing import Final
@@ -10,9 +12,28 @@ from typing import Final
 from unidist._names import check_name
 from unidist.backends import connect
 from unidist.backends.base import Backend
+from unidist.cluster._current import current as current_member
 from unidist.codec import JSON
 
 HOST: Final = socket.gethostname()
+
+_id_prefix = secrets.token_hex(8)
+_id_seq = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_seq
+    _id_prefix = secrets.token_hex(8)
+    _id_seq = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def unique_id() -> str:
+    """A cheap id unique across processes and hosts: a random per-process prefix (renewed in
+    a forked child) and a counter. Used for lock holders and request ids."""
+    return f"{_id_prefix}{next(_id_seq):x}"
 
 
 def resolve_backend(backend: Backend | str | None) -> Backend:
@@ -27,12 +48,16 @@ def resolve_backend(backend: Backend | str | None) -> Backend:
 
 
 def owner_info() -> dict[str, JSON]:
-    """The owner record published with a lock grant: host, pid and thread name."""
+    """The owner record published with a lock grant: host, pid, thread name, and ``member``
+    (the member id) while a cluster membership is current."""
     info: dict[str, JSON] = {
         "host": HOST,
         "pid": os.getpid(),
         "thread": threading.current_thread().name,
     }
+    member = current_member()
+    if member is not None:
+        info["member"] = member.member_id
     return info
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Final
 
-from unidist._facade import Primitive
+from unidist._facade import Primitive, unique_id
 from unidist.backends.base import Backend
 
 __all__ = ["SharedCounter"]
@@ -54,11 +53,11 @@ class SharedCounter(Primitive):
             TypeError: ``n`` is not an int (nothing changes).
             OverflowError: the result would leave the signed 64-bit range (nothing changes).
         """
-        return self._backend.counter_add(self._name, _check_int(n, "n"), uuid.uuid4().hex)
+        return self._backend.counter_add(self._name, _check_int(n, "n"), unique_id())
 
     def decr(self, n: int = 1) -> int:
         """Subtract ``n`` atomically and return the new value (errors as :meth:`incr`)."""
-        return self._backend.counter_add(self._name, -_check_int(n, "n"), uuid.uuid4().hex)
+        return self._backend.counter_add(self._name, -_check_int(n, "n"), unique_id())
 
     def get(self) -> int:
         """The current value."""

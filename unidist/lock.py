@@ -18,7 +18,6 @@ release, not by polling, where the backend can do so.
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from typing import Final
 import structlog
 
 from unidist._clock import Deadline, check_timeout
-from unidist._facade import Primitive, owner_info
+from unidist._facade import Primitive, owner_info, unique_id
 from unidist.backends.base import Backend, LockGrant
 from unidist.codec import JSON
 from unidist.errors import LockNotOwned, LockTimeout
@@ -149,7 +148,7 @@ class _LockBase(Primitive):
         if not blocking and timeout is not None:
             raise ValueError("can't specify a timeout for a non-blocking call")
         be = self._backend
-        holder = secrets.token_hex(16)  # 32 hex digits, unique per acquisition
+        holder = unique_id()
         info = owner_info()
         grant = be.lock_acquire(self._name, self._limit, holder, info, self._ttl, waiting=blocking)
         if grant is None and blocking:
