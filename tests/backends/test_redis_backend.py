@@ -388,13 +388,21 @@ def test_every_key_of_one_object_is_in_one_slot(rbe: RedisBackend, raw: redis.Re
 
 
 def test_scripts_are_static_package_files() -> None:
-    """Every script is a .lua file shipped in the package, loaded verbatim; no Lua is
-    assembled in Python."""
+    """Every script is a .lua file shipped in the package, loaded verbatim apart from the
+    shared parts it names with ``-- @include`` (themselves package files); no Lua is
+    assembled from data in Python."""
     folder = resources.files("unidist.backends.redis").joinpath("scripts")
     files = {p.name for p in folder.iterdir() if p.name.endswith(".lua")}
-    assert files == {f"{n}.lua" for n in SCRIPT_NAMES}
+    shared = {f for f in files if f.startswith("_")}
+    assert files - shared == {f"{n}.lua" for n in SCRIPT_NAMES}
     for name, script in load_scripts().items():
-        assert script.source == folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        text = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        for part in shared:
+            text = text.replace(
+                f"-- @include {part}", folder.joinpath(part).read_text(encoding="utf-8")
+            )
+        assert script.source == text
+        assert "-- @include" not in script.source
         assert "redis.call" in script.source
     src = Path(K.__file__).parent
     for py in src.glob("*.py"):

@@ -57,6 +57,9 @@ class Policy(enum.Enum):
     NEVER = "never"
 
 
+_INCLUDE: Final = "-- @include "
+
+
 @dataclass(frozen=True)
 class Script:
     """A static Lua script shipped in ``scripts/`` (never built from user data)."""
@@ -67,12 +70,16 @@ class Script:
 
     @classmethod
     def load(cls, name: str) -> Script:
-        source = (
-            resources.files("unidist.backends.redis")
-            .joinpath("scripts")
-            .joinpath(f"{name}.lua")
-            .read_text(encoding="utf-8")
-        )
+        """Read ``scripts/<name>.lua``, splicing in shared parts named by a line
+        ``-- @include FILE`` (Redis scripts cannot import one another)."""
+        folder = resources.files("unidist.backends.redis").joinpath("scripts")
+        lines = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8").split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith(_INCLUDE):
+                lines[i] = folder.joinpath(line[len(_INCLUDE) :].strip()).read_text(
+                    encoding="utf-8"
+                )
+        source = "\n".join(lines)
         sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
         return cls(name, source, sha)
 
