@@ -84,8 +84,8 @@ def test_unreachable_redis_fails_fast_naming_host_port() -> None:
         port = s.getsockname()[1]
     url = f"redis://:s3cret-pw@127.0.0.1:{port}/0"
     t0 = time.monotonic()
+    be = unidist.connect(url)
     with pytest.raises(unidist.BackendUnavailable) as info:
-        be = unidist.connect(url)
         be.ping()
     assert time.monotonic() - t0 < 2.0
     assert f"127.0.0.1:{port}" in str(info.value)

@@ -10,7 +10,20 @@ import pytest
 import unidist
 from unidist.backends import Backend
 
-BAD_NAMES = ["", "/", "../x", "a/b", "..", ".", ".hidden", "a\x00b", "x" * 201, "sp ace", "é", "a\n"]
+BAD_NAMES = [
+    "",
+    "/",
+    "../x",
+    "a/b",
+    "..",
+    ".",
+    ".hidden",
+    "a\x00b",
+    "x" * 201,
+    "sp ace",
+    "é",
+    "a\n",
+]
 GOOD_NAMES = ["a", "backup", "db-slots", "job_1.2", "host:a@b", "x" * 200, "-leading-dash", "_"]
 
 

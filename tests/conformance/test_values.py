@@ -17,7 +17,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
     max_leaves=20,
 )
 
@@ -35,7 +37,7 @@ SAMPLES = [
     1e308,
     "",
     "héllo wörld ✓ 漢字 🎉",
-    "quote\" backslash\\ newline\n tab\t nul\x00",
+    'quote" backslash\\ newline\n tab\t nul\x00',
     [],
     {},
     [1, "two", [3.0, None], {"four": 4}],
@@ -59,7 +61,9 @@ def test_values_round_trip(backend: Backend, value: object) -> None:
     assert q.get(timeout=5) == value
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=json_values)
 def test_any_json_value_round_trips(backend: Backend, value: object) -> None:
     """Property: any JSON value (unicode, big ints, nesting) round-trips through a bucket."""

@@ -1,5 +1,5 @@
 -- The part every lock script shares (keys, clock, lease and waiter upkeep, hand-off).
--- Spliced in where a lock script says `-- @include _lock_common.lua`.
+-- Spliced into every lock script at its include line (see Script.load).
 local H, E, W, WE, M, N, WI, P, C = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
