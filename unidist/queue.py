@@ -23,6 +23,7 @@ from unidist._clock import Deadline, check_timeout
 from unidist._facade import Primitive
 from unidist._names import check_name
 from unidist.backends.base import Backend, Delivery
+from unidist.cluster._current import current as current_member
 from unidist.codec import JSON, decode, encode
 from unidist.errors import Empty
 
@@ -176,11 +177,21 @@ class MessageQueue(Primitive):
         timeout = check_timeout(timeout)
         be = self._backend
         deadline = Deadline(timeout if block else 0)
+        member = None if ack_at_once else current_member()
         while True:
             if ack_at_once:
                 delivery = be.queue_get(self._name, self.max_attempts)
             else:
-                delivery = be.queue_receive(self._name, self.visibility_timeout, self.max_attempts)
+                # A current cluster member tags the delivery, so that it is given back at
+                # once if the member dies (see unidist.cluster.membership).
+                consumer = (
+                    None
+                    if member is None
+                    else member.consumer_for(be, self._name, self.max_attempts)
+                )
+                delivery = be.queue_receive(
+                    self._name, self.visibility_timeout, self.max_attempts, consumer
+                )
             if delivery is not None:
                 return delivery
             if deadline.expired:

@@ -327,7 +327,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def queue_receive(
-        self, name: str, visibility_timeout: float, max_attempts: int
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        consumer: str | None = None,
     ) -> Delivery | None:
         """Take the first ready message without blocking, or return None.
 
@@ -335,7 +339,19 @@ class Backend(abc.ABC):
         timeout has passed back to ready; a message that has already been delivered
         ``max_attempts`` times goes to the dead list instead. The received message is in
         flight for ``visibility_timeout`` seconds with ``attempts`` increased by one.
+
+        ``consumer`` (a valid name: a cluster member's incarnation id) is recorded with the
+        delivery, in the same atomic step, so that :meth:`queue_release` can give back every
+        message a consumer that died still holds.
         """
+
+    @abc.abstractmethod
+    def queue_release(self, name: str, consumer: str, max_attempts: int) -> int:
+        """Give back at once every message in flight under ``consumer`` (received with that
+        ``consumer`` and neither acked, nacked nor timed out since): each becomes ready again
+        in its old place, or dead if it has been delivered ``max_attempts`` times, exactly as
+        if its visibility timeout ended now. One atomic step; wakes waiters. Returns how many
+        messages were given back (0 changes nothing)."""
 
     @abc.abstractmethod
     def queue_get(self, name: str, max_attempts: int) -> Delivery | None:

@@ -699,8 +699,14 @@ class MemoryBackend(Backend):
             return True
 
     def queue_receive(
-        self, name: str, visibility_timeout: float, max_attempts: int
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        consumer: str | None = None,
     ) -> Delivery | None:
+        if consumer is not None:
+            check_name(consumer, "consumer id")
         with self._cond:
             q = self._queue(name)
             self._q_maintain(q, max_attempts)
@@ -709,7 +715,10 @@ class MemoryBackend(Backend):
                 return None
             m.attempts += 1
             m.state = "inflight"
+            # The receipt names the consumer (after "/", which names never contain).
             m.receipt = f"{m.id}:{m.attempts}:{uuid.uuid4().hex[:12]}"
+            if consumer is not None:
+                m.receipt += "/" + consumer
             m.due = time.time() + visibility_timeout
             heapq.heappush(q.inflight, (m.due, m.id, m.receipt))
             self._q_logged(q, m)
@@ -758,6 +767,24 @@ class MemoryBackend(Backend):
                 self._q_ready(q, m)
             self._cond.notify_all()
             return True
+
+    def queue_release(self, name: str, consumer: str, max_attempts: int) -> int:
+        check_name(consumer, "consumer id")
+        with self._cond:
+            q = self._queue(name)
+            held = [
+                m
+                for m in q.msgs.values()
+                if m.state == "inflight" and m.receipt.partition("/")[2] == consumer
+            ]
+            for m in held:
+                if m.attempts >= max_attempts:
+                    self._q_dead(q, m)
+                else:
+                    self._q_ready(q, m)
+            if held:
+                self._cond.notify_all()
+            return len(held)
 
     def queue_stats(self, name: str) -> dict[str, int]:
         with self._cond:

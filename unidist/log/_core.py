@@ -24,6 +24,7 @@ import structlog
 from structlog.contextvars import merge_contextvars
 
 from unidist._names import check_name
+from unidist.cluster._current import current as current_member
 from unidist.errors import InvalidName
 from unidist.log._config import DEFAULT_TRACK, LogConfig, build_config
 from unidist.log._outputs import Console, SyslogSender
@@ -402,9 +403,18 @@ def build_record(
         "line": frame.f_lineno,
         "func": code.co_name,
     }
+    _add_member(rec)
     if ctx:
         _merge(rec, ctx)
     return rec
+
+
+def _add_member(rec: dict[str, Any]) -> None:
+    """``member`` and ``groups`` while a cluster membership is current."""
+    member = current_member()
+    if member is not None:
+        rec["member"] = member.member_id
+        rec["groups"] = list(member.groups)
 
 
 def get_logger(track: str = DEFAULT_TRACK, **initial_values: Any) -> TrackLogger:
@@ -452,6 +462,7 @@ class StdlibHandler(logging.Handler):
                 "func": record.funcName,
                 "logger": record.name,
             }
+            _add_member(rec)
             extra = {k: v for k, v in record.__dict__.items() if k not in _STDLIB_ATTRS}
             if extra:
                 _merge(rec, extra)

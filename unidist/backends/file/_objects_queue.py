@@ -181,6 +181,12 @@ class QueueState(ObjectState):
         m = self.msgs.get(mid)
         return m is not None and m.st == FLIGHT and bool(receipt) and m.rcpt == receipt
 
+    def held_by(self, consumer: str) -> list[Msg]:
+        """In-flight messages whose current receipt names ``consumer`` (``token/consumer``)."""
+        return [
+            m for m in self.msgs.values() if m.st == FLIGHT and m.rcpt.partition("/")[2] == consumer
+        ]
+
     def stats(self, now: float) -> dict[str, int]:
         due = 0
         heap = self.delayed
@@ -221,6 +227,8 @@ class QueueState(ObjectState):
             return self._purge(bool(op["dead"]))
         if kind == "q":
             return self._requeue()
+        if kind == "R":
+            return self._release(_str(op["c"]), _int(op["ma"]))
         raise ValueError(f"unknown queue operation {kind!r}")
 
     def _put(self, op: dict[str, Any]) -> bool:
@@ -279,6 +287,13 @@ class QueueState(ObjectState):
             self._remove(m)
         self._rebuild()
         return len(gone)
+
+    def _release(self, consumer: str, max_attempts: int) -> int:
+        held = self.held_by(consumer)
+        for m in held:
+            m.rcpt = ""
+            self._move(m, DEAD if m.att >= max_attempts else READY)
+        return len(held)
 
     def _requeue(self) -> int:
         ids = list(self.dead)

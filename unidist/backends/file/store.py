@@ -399,7 +399,9 @@ class FileStoreMixin:
 
         return self._run("queue", name, fn, create=True, default=False)
 
-    def _take(self, name: str, max_attempts: int, visibility: float | None) -> Delivery | None:
+    def _take(
+        self, name: str, max_attempts: int, visibility: float | None, consumer: str | None = None
+    ) -> Delivery | None:
         def fn(h: Handle, st: QueueState) -> Delivery | None:
             now = time.time()
             if not st.has_work(now):
@@ -407,19 +409,41 @@ class FileStoreMixin:
             op: dict[str, Any] = {"o": "r", "t": now, "ma": int(max_attempts)}
             op["vt"] = None if visibility is None else now + max(0.0, float(visibility))
             op["r"] = secrets.token_hex(8)
+            if consumer is not None:
+                op["r"] += "/" + consumer
             return cast("Delivery | None", h.commit(op))
 
         return self._run("queue", name, fn, create=False, default=None)
 
     def queue_receive(
-        self, name: str, visibility_timeout: float, max_attempts: int
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        consumer: str | None = None,
     ) -> Delivery | None:
         """Deliver the first ready message (see :meth:`Backend.queue_receive`); one record.
 
         Due delayed messages become ready and expired in-flight ones return to ready (or go
-        dead after ``max_attempts`` deliveries) in the same atomic step.
+        dead after ``max_attempts`` deliveries) in the same atomic step. A ``consumer`` is
+        kept in the delivery's receipt (after a ``/``, which names never contain).
         """
-        return self._take(name, max_attempts, visibility_timeout)
+        if consumer is not None:
+            check_name(consumer, "consumer id")
+        return self._take(name, max_attempts, visibility_timeout, consumer)
+
+    def queue_release(self, name: str, consumer: str, max_attempts: int) -> int:
+        """Give back every message in flight under ``consumer`` (one record, none if it holds
+        nothing); see :meth:`Backend.queue_release`."""
+        check_name(consumer, "consumer id")
+
+        def fn(h: Handle, st: QueueState) -> int:
+            if not st.held_by(consumer):
+                return 0
+            op = {"o": "R", "c": consumer, "ma": int(max_attempts)}
+            return cast(int, h.commit(op))
+
+        return self._run("queue", name, fn, create=False, default=0)
 
     def queue_get(self, name: str, max_attempts: int) -> Delivery | None:
         """Receive and acknowledge in one atomic step (one record)."""
