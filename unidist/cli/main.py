@@ -142,6 +142,9 @@ def _register_commands() -> None:
     from unidist.cli.backend_cmd import backend_group
 
     cli.add_command(backend_group)
+    from unidist.cli.cluster_cmd import cluster_group
+
+    cli.add_command(cluster_group)
 
 
 _register_commands()
