@@ -291,7 +291,7 @@ def _model(spec: dict[str, object]) -> dict[str, object]:
     return {"groups": groups, "order": order, "hosts": hosts, "orphans": _uniq(orphans), "of": of}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(cluster_files())
 def test_generated_file_parses_like_the_model(case: tuple[str, dict[str, object]]) -> None:
     text, spec = case
