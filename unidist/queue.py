@@ -214,6 +214,10 @@ class MessageQueue(Primitive):
     def receive(self, block: bool = True, timeout: float | None = None) -> Message:
         """Take the next ready message for processing; it stays in flight until acked.
 
+        While a :class:`unidist.cluster.Membership` on this queue's backend is current, the
+        delivery is tagged with the member, and is made ready again as soon as another member
+        sees this one leave or die (not only after ``visibility_timeout``).
+
         Raises:
             Empty: no message was ready within ``timeout`` (at once with ``block=False``).
         """

@@ -289,6 +289,7 @@ class Membership:
             if self._joined:
                 return self
             self._new_incarnation()
+            self._last_ok = None
             self._joined = True
             try:
                 self._beat()
