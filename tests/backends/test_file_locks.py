@@ -414,6 +414,99 @@ def test_lock_wait_sleeps_without_spinning_and_wakes_on_release(be: FileBackend)
     assert be.lock_acquire("w", 1, "waiter", INFO, None, waiting=True) is not None
 
 
+def _release_in_thread(
+    be: FileBackend, name: str, holder: str
+) -> tuple[threading.Thread, list[bool]]:
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(be.lock_release(name, holder)), daemon=True)
+    t.start()
+    return t, done
+
+
+def test_release_without_waiters_needs_no_meta_flock(
+    be: FileBackend, url: str, tmp_path: Path
+) -> None:
+    lock_dir = tmp_path / "data" / "locks" / "nf"
+    assert be.lock_acquire("nf", 1, "h", INFO, None) is not None
+    if sys.platform.startswith("linux"):  # one read-write descriptor for flock and record
+        modes = []
+        for entry in os.listdir("/proc/self/fd"):
+            try:
+                if not os.readlink(f"/proc/self/fd/{entry}").endswith("/nf/slot-0"):
+                    continue
+                info = Path(f"/proc/self/fdinfo/{entry}").read_text()
+            except OSError:
+                continue  # the listing's own descriptor, closed by now
+            flags = next(line for line in info.splitlines() if line.startswith("flags:"))
+            modes.append(int(flags.split()[1], 8) & os.O_ACCMODE)
+        assert modes == [os.O_RDWR]
+    fd = os.open(lock_dir / "meta", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another process inside the meta flock
+        t, done = _release_in_thread(be, "nf", "h")
+        t.join(5)
+        assert done == [True], "a release with no waiter waited for the meta flock"
+    finally:
+        os.close(fd)
+    assert be.lock_owners("nf") == []  # the record left behind is stale: the flock is free
+    g = be.lock_acquire("nf", 1, "h2", INFO, None)
+    assert g is not None
+    # With a waiter registered, a release hands over under the meta flock.
+    other = FileBackend.from_url(url)
+    try:
+        assert other.lock_acquire("nf", 1, "w", {"who": "w"}, None, waiting=True) is None
+        fd = os.open(lock_dir / "meta", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            t, done = _release_in_thread(be, "nf", "h2")
+            t.join(0.3)
+            assert done == [], "a release with a waiter skipped the meta flock"
+        finally:
+            os.close(fd)
+        t.join(5)
+        assert done == [True]
+        assert [o["holder"] for o in be.lock_owners("nf")] == ["w"]
+        g2 = other.lock_acquire("nf", 1, "w", {"who": "w"}, None, waiting=True)
+        assert g2 is not None
+        assert g2.token > g.token
+        assert other.lock_release("nf", "w") is True
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_waiter_registered_during_a_flockless_release_is_woken(
+    be: FileBackend, url: str, monkeypatch: pytest.MonkeyPatch, late: bool
+) -> None:
+    """The race a release without the meta flock allows: it read "no waiter", then a waiter
+    registered (it saw the flock held) before the close. Forced here by making every release
+    see no waiter. The waiter must not sleep: its re-check after arming finds the flock free
+    (release before the wait), or the close wakes it (release during the wait)."""
+    from unidist.backends.file import _flock_meta
+
+    other = FileBackend.from_url(url)
+    try:
+        assert be.lock_acquire("race", 1, "h", INFO, None) is not None
+        assert other.lock_acquire("race", 1, "w", INFO, None, waiting=True) is None
+        monkeypatch.setattr(_flock_meta, "idle", lambda fd, max_limit: True)
+        if late:
+            timer = threading.Timer(0.2, be.lock_release, ("race", "h"))
+            timer.start()
+        else:
+            assert be.lock_release("race", "h") is True
+        t0 = time.monotonic()
+        other.lock_wait("race", 5, "w")
+        woke = time.monotonic() - t0
+        if late:
+            timer.join()
+        assert woke < (0.45 if late else 0.25), f"waiter slept {woke:.3f} s"
+        assert be.lock_owners("race") == []  # freed, not handed over
+        assert other.lock_acquire("race", 1, "w", INFO, None, waiting=True) is not None
+        assert other.lock_release("race", "w") is True
+    finally:
+        other.close()
+
+
 def test_other_descriptors_of_the_slot_file_do_not_drop_the_lock(
     be: FileBackend, url: str, tmp_path: Path, kids: list[Child]
 ) -> None:

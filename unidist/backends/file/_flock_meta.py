@@ -1,13 +1,15 @@
 """The ``meta`` file of one file-backend lock: fencing-token reservations, epoch, waiters.
 
 Every read and write happens under the exclusive flock that the caller holds on this very file
-(see :mod:`.locks`), except :func:`read_epoch`, which is a lock-free hint.
+(see :mod:`.locks`), except :func:`read_epoch` and :func:`idle`, lock-free reads (a torn or
+stale read only causes an early wake-up, or the caller's slower, flocked path).
 
 Byte layout (little endian)::
 
     [0, 512)     reservation record A   \\ each: magic "UDLKRES1", u64 seq, u64 reserved,
     [512, 1024)  reservation record B   /        u32 crc32 of the preceding 24 bytes
-    [1024, 1032) u64 epoch: changes whenever a slot may have been freed (a wake-up hint)
+    [1024, 1032) u64 epoch: changes whenever a slot may have been freed while a waiter is
+                 registered (a wake-up hint)
     [1032, 1040) u32 length, u32 crc32 of the volatile record that follows
     [1040, ...)  volatile record: u8 n, n bytes boot id, u64 last token handed out,
                  u64 next waiter sequence, u32 last limit asked for, u32 waiter count, then
@@ -46,6 +48,7 @@ __all__ = [
     "TOKEN_BLOCK",
     "MetaFile",
     "MetaState",
+    "idle",
     "initial_bytes",
     "parse",
     "read_all",
@@ -62,7 +65,10 @@ _EPOCH = struct.Struct("<Q")
 _VOL_OFFSET: Final = 1032
 _VOL_HDR = struct.Struct("<II")
 _VOL_BODY: Final = _VOL_OFFSET + _VOL_HDR.size
-_READ_CHUNK: Final = 1 << 16
+#: the first read of the whole file: a meta file without waiters is about 1,100 bytes.
+_READ_CHUNK: Final = 4096
+#: what :func:`idle` reads: the volatile header and a record without waiters (boot id <= 255).
+_IDLE_READ: Final = _VOL_HDR.size + 1 + 255 + 24
 
 
 def _read_boot_id() -> str | None:
@@ -117,6 +123,30 @@ def read_all(fd: int) -> bytes:
 _BOOT_BYTES: Final = (BOOT_ID or "").encode("ascii", "replace")[:255]
 _VOL_FIXED = struct.Struct("<QQII")
 _WAITER = struct.Struct("<QddHI")
+
+
+def idle(fd: int, max_limit: int) -> bool:
+    """True if the volatile record, read without the flock, is this boot's, intact, lists no
+    waiter and a last limit of at most ``max_limit``.
+
+    A lock-free read: the record may be changing meanwhile. False (take the flocked path)
+    whenever it cannot be trusted: torn (checksum), another boot's, or with waiters. A waiter
+    that registers right after a True answer is the caller's to handle (see ``lock_release``).
+    """
+    if BOOT_ID is None:
+        return False
+    raw = os.pread(fd, _IDLE_READ, _VOL_OFFSET)
+    if len(raw) < _VOL_HDR.size:
+        return False
+    length, crc = _VOL_HDR.unpack_from(raw)
+    body = raw[_VOL_HDR.size : _VOL_HDR.size + length]
+    if length == 0 or len(body) != length or zlib.crc32(body) != crc:
+        return False
+    off = 1 + body[0]
+    if body[1:off] != _BOOT_BYTES or len(body) < off + _VOL_FIXED.size:
+        return False
+    _last, _wseq, limit, count = _VOL_FIXED.unpack_from(body, off)
+    return bool(count == 0 and limit <= max_limit)
 
 
 class MetaFile:

@@ -10,8 +10,9 @@ a whole directory, also ``IN_MOVED_TO``:
   wake file of the waiter concerned (see :mod:`.locks`);
 * a steal or a break renames a fresh inode over ``slot-<i>`` (``IN_MOVED_TO`` on the directory).
 
-Acquisition attempts open slot files read-only and a holder writes its record through a
-descriptor it keeps open, so failed attempts and lease writes produce no event.
+While a waiter is registered, acquisition attempts open slot files read-only and a holder writes
+its record through a descriptor it keeps open, so failed attempts and lease writes produce no
+event (with no waiter registered, attempts open them read-write: nobody is watching then).
 
 Closing an inotify instance is slow (the kernel waits for an SRCU grace period, milliseconds on
 a busy host), so instances are pooled per process and reused: a wait borrows one, adds (or

@@ -5,8 +5,9 @@ and relative to the lock's directory descriptor):
 
 * ``meta`` — the lock's mutex and persistent state (:mod:`._flock_meta`): fencing-token
   reservations, a wake-up epoch and the FIFO waiter registrations. Every operation that changes
-  the lock runs under a short exclusive ``flock`` on it, plus an in-process mutex (threads of
-  one process share the cached descriptor, and flock does not tell them apart).
+  the lock runs under a short exclusive ``flock`` on it (except a release with no waiter, and a
+  waiter's claim: see Release and Hand-over), plus an in-process mutex (threads of one process
+  share the cached descriptor, and flock does not tell them apart).
 * ``slot-<i>`` for ``i < limit`` — one slot each. Its first line is a state byte and the lease
   record (JSON: the ``info`` record, ``holder``, ``token``, ``acquired_at``, ``expires_at`` and
   the monotonic expiry); an empty first line means no record.
@@ -15,9 +16,11 @@ and relative to the lock's directory descriptor):
 Holding a slot. The holder of slot ``i`` is the open file description that holds
 ``flock(LOCK_EX)`` on the inode *currently linked* at ``slot-<i>``. Each acquisition opens the
 file afresh (so two acquisitions in one thread contend, and closing one never drops another's
-lock) and keeps a second, write-only descriptor through which it writes its lease record; the
-kernel drops the flock when the holder process dies, so a dead holder's slot is free at once.
-``fcntl``/``lockf`` record locks are never used.
+lock) and writes its lease record through a writable descriptor it keeps: when no waiter is
+registered it opens the slot read-write, one descriptor for both; otherwise it opens it
+read-only and, once it won the flock, a second, write-only one (a failed attempt's close then
+wakes no waiter watching the slot). The kernel drops the flock when the holder process dies, so
+a dead holder's slot is free at once. ``fcntl``/``lockf`` record locks are never used.
 
 Lease rule (which wins). Judged under the meta flock with ``time.monotonic()`` (one clock for
 all processes of the host; a wall-clock jump never expires a lease):
@@ -31,11 +34,22 @@ all processes of the host; a wall-clock jump never expires a lease):
    flock on an unlinked inode, which guards nothing;
 3. flock held otherwise → held.
 
-So the inode linked at ``slot-<i>`` wins. ``lock_release``/``lock_renew`` first compare the
-holder's inode with the linked one: a mismatch (stolen, or broken by :meth:`lock_break`, which
-renames an empty inode over every held slot) returns False and touches nothing; a match whose
-lease expired also returns False (the holder lost it, even if nobody took it yet) and frees the
-slot. Locks are never persisted: nothing survives the holder's process.
+So the inode linked at ``slot-<i>`` wins. ``lock_release``/``lock_renew`` first check that the
+holder's inode is still linked (a slot inode is only ever linked at its slot name, so a link
+count of zero means it was renamed over): an unlinked one (stolen, or broken by
+:meth:`lock_break`, which renames an empty inode over every held slot) returns False and
+touches nothing; a linked one whose lease expired also returns False (the holder lost it, even
+if nobody took it yet) and frees the slot. Locks are never persisted: nothing survives the
+holder's process.
+
+Release. With waiters registered, a release runs under the meta flock (hand-over, below). With
+none — read without the flock from the checksummed volatile record (:func:`._flock_meta.idle`),
+and only for a ``limit`` of at most ``_MAX_SLOT_WATCHES`` — it just closes the holder's
+descriptors: the record left behind is stale once the flock is gone, like a dead holder's
+(rule 1), and no epoch changes. A waiter that registers meanwhile registered after seeing the
+slot's flock held, so it is first in line and watches the slot files: either the close comes
+after its watches are armed (an ``IN_CLOSE_WRITE`` wakes it) or its re-check after arming finds
+the flock free (see Waiting). A waiter further back is woken by those ahead of it, as always.
 
 Hand-over. A release (or a lease lost at renewal) with live waiters does not just free the
 slot: under the meta flock it writes the first waiter's lease record (its info and ttl come
@@ -60,7 +74,9 @@ Waiting (:mod:`._flock_wait`): :meth:`lock_wait` sleeps on inotify events, never
 slot is held. A waiter at the front of the line watches the slot files (a release or the
 holder's death closes a writable descriptor there) and its wake file (``wake-<seq % 16>``,
 touched by a hand-over, a cancelled wait ahead of it, a steal or a break); one further back
-watches only its wake file, so a release wakes one process, not the whole line. The wait is
+watches only its wake file, so a release wakes one process, not the whole line. A front waiter
+with at most ``_MAX_SLOT_WATCHES`` slots re-checks the slot flocks once its watches are armed,
+which a release without the meta flock relies on. The wait is
 also bounded by the earliest lease expiry seen and by ``WAITER_TTL / 4``, so the caller
 refreshes its registration.
 
@@ -184,6 +200,14 @@ def _read_lease(fd: int) -> dict[str, Any] | None:
     return rec
 
 
+def _handed_deadline(fd: int) -> float | None:
+    """:func:`_claim_deadline` of the slot record ``fd`` reads; only a hand-over record (its
+    state byte ``~``) is read whole."""
+    if os.pread(fd, 1, 0) != b"~":
+        return None
+    return _claim_deadline(_read_lease(fd))
+
+
 def _claim_deadline(rec: Mapping[str, Any] | None) -> float | None:
     """Monotonic deadline of an unclaimed hand-over record, else None."""
     if rec is None or not rec.get("_pending"):
@@ -236,15 +260,15 @@ def _owner_record(rec: Mapping[str, Any]) -> dict[str, JSON]:
 
 
 class _Held:
-    """One slot this process holds: the flocked descriptor and the lease-writing one."""
+    """One slot this process holds: the flocked descriptor and the lease-writing one (the
+    same descriptor when the slot was opened read-write)."""
 
     __slots__ = (
         "acquired_at",
-        "dev",
         "holder",
         "index",
         "info_json",
-        "ino",
+        "limit",
         "lock_fd",
         "mono_expiry",
         "name",
@@ -259,30 +283,29 @@ class _Held:
         index: int,
         lock_fd: int,
         write_fd: int,
-        dev: int,
-        ino: int,
         token: int,
         acquired_at: float,
         info_json: str,
         mono_expiry: float | None,
+        limit: int,
     ) -> None:
         self.name = name
         self.holder = holder
         self.index = index
         self.lock_fd = lock_fd
         self.write_fd = write_fd
-        self.dev = dev
-        self.ino = ino
         self.token = token
         self.acquired_at = acquired_at
         self.info_json = info_json
         self.mono_expiry = mono_expiry
+        self.limit = limit
 
     def close(self) -> None:
-        """Close both descriptors (frees the flock if no other process shares them)."""
+        """Close the descriptors (frees the flock if no other process shares them)."""
         lock_fd, write_fd = self.lock_fd, self.write_fd
         self.lock_fd = self.write_fd = -1
-        _close(write_fd)
+        if write_fd != lock_fd:
+            _close(write_fd)
         _close(lock_fd)
 
 
@@ -555,14 +578,15 @@ class FileLocksMixin:
         return d.meta.load()
 
     @staticmethod
-    def _open_slot(d: _LockDir, index: int) -> int:
-        """A fresh read-only open file description of ``slot-<index>`` (created if missing)."""
+    def _open_slot(d: _LockDir, index: int, flags: int = _RO) -> int:
+        """A fresh open file description of ``slot-<index>`` (created if missing), read-only
+        unless ``flags`` is ``_RW``."""
         name = _slot_name(index)
         try:
-            return os.open(name, _RO, dir_fd=d.dir_fd)
+            return os.open(name, flags, dir_fd=d.dir_fd)
         except FileNotFoundError:
             pass
-        fd = os.open(name, _RO | os.O_CREAT, _FILE_MODE, dir_fd=d.dir_fd)
+        fd = os.open(name, flags | os.O_CREAT, _FILE_MODE, dir_fd=d.dir_fd)
         try:
             os.fchmod(fd, _FILE_MODE)
         except BaseException:
@@ -571,41 +595,39 @@ class FileLocksMixin:
         return fd
 
     @staticmethod
-    def _new_generation(d: _LockDir, index: int, line: bytes) -> tuple[int, int]:
+    def _new_generation(d: _LockDir, index: int, line: bytes) -> int:
         """Rename a fresh inode over ``slot-<index>``: flocked with ``line`` as its record if
-        ``line`` is given (a steal), else empty and free (a break). Returns its descriptors
-        (-1, -1 for a break)."""
+        ``line`` is given (a steal), else empty and free (a break). Returns its read-write
+        descriptor (-1 for a break)."""
         tmp = f"{_slot_name(index)}.new-{os.getpid()}-{secrets.token_hex(4)}"
-        write_fd = os.open(tmp, _WO | os.O_CREAT | os.O_EXCL, _FILE_MODE, dir_fd=d.dir_fd)
-        lock_fd = -1
+        fd = os.open(tmp, _RW | os.O_CREAT | os.O_EXCL, _FILE_MODE, dir_fd=d.dir_fd)
         try:
-            os.fchmod(write_fd, _FILE_MODE)
+            os.fchmod(fd, _FILE_MODE)
             if line:
-                lock_fd = os.open(tmp, _RO, dir_fd=d.dir_fd)
-                fcntl.flock(lock_fd, _EX_NB)
-                os.pwrite(write_fd, line, 0)
+                fcntl.flock(fd, _EX_NB)
+                os.pwrite(fd, line, 0)
             os.rename(tmp, _slot_name(index), src_dir_fd=d.dir_fd, dst_dir_fd=d.dir_fd)
         except BaseException:
-            _close(lock_fd)
-            _close(write_fd)
+            _close(fd)
             try:
                 os.unlink(tmp, dir_fd=d.dir_fd)
             except OSError:
                 pass
             raise
         if not line:
-            _close(write_fd)
-            return -1, -1
-        return lock_fd, write_fd
+            _close(fd)
+            return -1
+        return fd
 
     @staticmethod
-    def _is_current(d: _LockDir, h: _Held) -> bool:
-        """True if ``h``'s inode is still the one linked at its slot (not stolen or broken)."""
-        try:
-            st = os.stat(_slot_name(h.index), dir_fd=d.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return st.st_ino == h.ino and st.st_dev == h.dev
+    def _is_current(h: _Held) -> bool:
+        """True if ``h``'s inode is still the one linked at its slot (not stolen or broken).
+
+        A slot inode is only ever linked at ``slot-<i>`` (a new generation is renamed there
+        from its temporary name, never linked twice), so it is current while its link count
+        is not zero: a rename over it (steal, break) or the directory's removal drops it to 0
+        for good."""
+        return os.fstat(h.lock_fd).st_nlink > 0
 
     @staticmethod
     def _bump_epoch(d: _LockDir) -> None:
@@ -753,11 +775,11 @@ class FileLocksMixin:
                 deadline = _claim_deadline(rec)
                 if rec is None or rec.get("holder") != holder or not (deadline or 0) > now:
                     return True
-                # The name must still link the inode we flocked (no steal or break since).
-                st = os.fstat(fd)
+                # The name must still link the inode we flocked (no steal or break since): an
+                # inode renamed over has no link left, and none is ever linked again, so if it
+                # has one after this open, the open found it.
                 write_fd = os.open(slot, _WO, dir_fd=d.dir_fd)
-                wst = os.fstat(write_fd)
-                if (wst.st_dev, wst.st_ino) != (st.st_dev, st.st_ino):
+                if os.fstat(fd).st_nlink == 0:
                     return True
                 os.pwrite(write_fd, b" ", 0)  # claimed: from now on an ordinary lease
                 token = int(rec["token"])
@@ -770,12 +792,11 @@ class FileLocksMixin:
                     index,
                     fd,
                     write_fd,
-                    st.st_dev,
-                    st.st_ino,
                     token,
                     acquired_at,
                     info_json,
                     mono_expiry,
+                    limit,
                 )
                 with self._lk_mutex:
                     self._lk_held[(d.name, holder)] = h
@@ -853,14 +874,14 @@ class FileLocksMixin:
             pass
 
     def _scan_slots(
-        self, d: _LockDir, limit: int, need: int, now: float
+        self, d: _LockDir, limit: int, need: int, now: float, flags: int = _RO
     ) -> tuple[tuple[int, int] | None, int | None, float | None]:
         """Under the meta flock: find a slot for a caller with ``need - 1`` waiters ahead.
 
         Returns ``(chosen, steal, wake_at)``: ``chosen`` is ``(index, fd)`` of a free slot whose
-        flock ``fd`` now holds, ``steal`` the index of an expired lease to take over (only if no
-        slot is free), both None if fewer than ``need`` slots are free or expired; ``wake_at`` is
-        the earliest monotonic lease expiry among the held slots seen.
+        flock ``fd`` (opened with ``flags``) now holds, ``steal`` the index of an expired lease
+        to take over (only if no slot is free), both None if fewer than ``need`` slots are free
+        or expired; ``wake_at`` is the earliest monotonic lease expiry among the held slots seen.
         """
         if need > limit:
             return None, None, None
@@ -869,7 +890,7 @@ class FileLocksMixin:
         wake_at: float | None = None
         try:
             for index in range(limit):
-                fd = self._open_slot(d, index)
+                fd = self._open_slot(d, index, flags)
                 try:
                     fcntl.flock(fd, _EX_NB)
                 except BlockingIOError:
@@ -886,7 +907,7 @@ class FileLocksMixin:
                     raise
                 else:
                     try:
-                        deadline = _claim_deadline(_read_lease(fd))
+                        deadline = _handed_deadline(fd)
                     except BaseException:
                         _close(fd)
                         raise
@@ -939,7 +960,10 @@ class FileLocksMixin:
         if state.limit != limit:
             state.limit = limit
             changed = True
-        chosen, steal, wake_at = self._scan_slots(d, limit, need, now)
+        # Nobody waits: open the slots read-write, so a grant needs no second descriptor (the
+        # close of a failed attempt's writable descriptor then wakes no registered waiter).
+        flags = _RO if live else _RW
+        chosen, steal, wake_at = self._scan_slots(d, limit, need, now, flags)
         if chosen is None and steal is None:
             if waiting:
                 reg = [now + self.WAITER_TTL, -1.0 if ttl is None else float(ttl), info_json]
@@ -963,7 +987,9 @@ class FileLocksMixin:
         if pos is not None:
             del live[pos]
         state.waiters = live
-        grant = self._grant(d, state, chosen, steal, holder, holder_json, info_json, ttl, now)
+        grant = self._grant(
+            d, state, chosen, steal, holder, holder_json, info_json, ttl, now, limit, flags
+        )
         if live:
             # The waiters now first in line may run (semaphore) or must start watching the
             # slots; after a steal, their slot watches point at the replaced inode.
@@ -981,8 +1007,13 @@ class FileLocksMixin:
         info_json: str,
         ttl: float | None,
         now: float,
+        limit: int,
+        flags: int,
     ) -> LockGrant:
-        """Under the meta flock: token, lease record, volatile record; register the hold."""
+        """Under the meta flock: token, lease record, volatile record; register the hold.
+
+        ``chosen``'s descriptor was opened with ``flags``: a read-write one also writes the
+        record, a read-only one gets a write-only companion."""
         index, lock_fd = chosen if chosen is not None else (-1, -1)
         write_fd = -1
         try:
@@ -992,16 +1023,19 @@ class FileLocksMixin:
             mono_expiry = None if ttl is None else now + ttl
             line = _lease_line(holder_json, token, acquired_at, expires_at, mono_expiry, info_json)
             if chosen is not None:
-                write_fd = os.open(_slot_name(index), _WO, dir_fd=d.dir_fd)
+                if flags == _RW:
+                    write_fd = lock_fd
+                else:
+                    write_fd = os.open(_slot_name(index), _WO, dir_fd=d.dir_fd)
                 os.pwrite(write_fd, line, 0)
             else:
                 assert steal is not None
                 index = steal
-                lock_fd, write_fd = self._new_generation(d, index, line)
-            st = os.fstat(lock_fd)
+                lock_fd = write_fd = self._new_generation(d, index, line)
             state.write_volatile()
         except BaseException:
-            _close(write_fd)
+            if write_fd != lock_fd:
+                _close(write_fd)
             _close(lock_fd)
             raise
         h = _Held(
@@ -1010,12 +1044,11 @@ class FileLocksMixin:
             index,
             lock_fd,
             write_fd,
-            st.st_dev,
-            st.st_ino,
             token,
             acquired_at,
             info_json,
             mono_expiry,
+            limit,
         )
         with self._lk_mutex:
             self._lk_held[(d.name, holder)] = h
@@ -1079,7 +1112,8 @@ class FileLocksMixin:
             return
 
     def lock_release(self, name: str, holder: str) -> bool:
-        """Free the slot ``holder`` holds. Atomic under the meta flock.
+        """Free the slot ``holder`` holds. Atomic under the meta flock, or without it when no
+        waiter is registered (see the module docs: then only the descriptors are closed).
 
         Returns:
             True if it was held; False if ``holder`` holds nothing here (never acquired in this
@@ -1096,21 +1130,27 @@ class FileLocksMixin:
         if h is None:
             return False
         d = None
+        flock = False
         try:
-            d = self._enter(name, False)
+            d = self._enter(name, False, flock=False)
             ok = False
-            if d is not None and self._is_current(d, h):
-                ok = h.mono_expiry is None or h.mono_expiry > monotonic()
-                self._free_held(d, h)
+            if d is not None:
+                if h.limit > _MAX_SLOT_WATCHES or not meta.idle(d.meta_fd, _MAX_SLOT_WATCHES):
+                    fcntl.flock(d.meta_fd, fcntl.LOCK_EX)
+                    flock = True
+                if self._is_current(h):
+                    ok = h.mono_expiry is None or h.mono_expiry > monotonic()
+                    if flock:
+                        self._free_held(d, h)
         except OSError as exc:
-            self._leave(d, failed=True)
+            self._leave(d, flock, failed=True)
             raise self._unavailable(f"cannot release lock {name!r}", exc) from exc
         except BaseException:
-            self._leave(d, failed=True)
+            self._leave(d, flock, failed=True)
             raise
         finally:
             h.close()
-        self._leave(d)
+        self._leave(d, flock)
         return ok
 
     def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | None | bool:
@@ -1145,7 +1185,7 @@ class FileLocksMixin:
                     if self._lk_held.get(key) is not h:
                         return False  # released meanwhile
                 now = monotonic()
-                current = d is not None and self._is_current(d, h)
+                current = d is not None and self._is_current(h)
                 if d is None or not current or (h.mono_expiry is not None and h.mono_expiry <= now):
                     self._take_held(name, holder)
                     if d is not None and current:
