@@ -638,6 +638,67 @@ def test_lock_wait_is_bounded_by_the_earliest_lease(rbe: RedisBackend) -> None:
     assert rbe.lock_acquire("l", 1, "w", {}, None, waiting=True) is not None
 
 
+def test_uncontended_acquire_and_release_stay_lean(rbe: RedisBackend, raw: redis.Redis) -> None:
+    """With nobody waiting, acquire and release skip the waiter upkeep: few commands inside
+    the scripts, no wake-up push, and the grant is still a normal one."""
+    h = _h()
+    assert rbe.lock_acquire("lean", 1, h, {}, 30)
+    assert rbe.lock_release("lean", h)
+    raw.config_resetstat()
+    g = rbe.lock_acquire("lean", 1, h, {"x": 1}, 30)
+    assert g is not None
+    assert rbe.lock_owners("lean")[0]["x"] == 1
+    raw.config_resetstat()
+    assert rbe.lock_acquire("lean", 1, h, {}, 30) == g  # a retry finds its grant
+    assert rbe.lock_release("lean", h)
+    stats = raw.info("commandstats")
+    inner = {k: v["calls"] for k, v in stats.items() if k.startswith("cmdstat_")}
+    for name in ("evalsha", "config|resetstat", "info"):
+        inner.pop(f"cmdstat_{name}", None)
+    assert "cmdstat_rpush" not in inner
+    assert "cmdstat_zrangebyscore" in inner  # the retry settled the held lock
+    assert sum(inner.values()) <= 16, inner
+    assert raw.exists(*rbe.keys.lock("lean")[1:4], rbe.keys.lock("lean")[5]) == 0
+    g2 = rbe.lock_acquire("lean", 1, h, {}, 30)
+    assert g2 is not None
+    assert g2.token > g.token
+
+
+def test_quiet_release_leaves_ended_leases_to_the_next_acquire(rbe: RedisBackend) -> None:
+    """A semaphore slot whose lease ended is freed by the next acquire, even when the
+    releases before it took the quiet path."""
+    assert rbe.lock_acquire("s", 2, "short", {}, 0.2)
+    assert rbe.lock_acquire("s", 2, "a", {}, 30)
+    assert rbe.lock_acquire("s", 2, "b", {}, 30) is None
+    time.sleep(0.3)
+    assert not rbe.lock_release("s", "short")
+    assert rbe.lock_acquire("s", 2, "b", {}, 30) is not None
+    assert [o["holder"] for o in rbe.lock_owners("s")] == ["a", "b"]
+
+
+def test_generic_lock_wait_is_woken_by_a_release(rbe: RedisBackend, raw: redis.Redis) -> None:
+    """A lock_wait without a registration announces itself, so a release wakes it at once;
+    releases with nobody waiting push nothing."""
+    assert rbe.lock_acquire("gw", 1, "a", {}, None)
+    assert rbe.lock_release("gw", "a")
+    assert raw.exists(rbe.keys.lock("gw")[5]) == 0
+    assert rbe.lock_acquire("gw", 1, "a", {}, None)
+    woke: list[float] = []
+
+    def waiter() -> None:
+        t0 = time.monotonic()
+        rbe.lock_wait("gw", 5.0)
+        woke.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)
+    assert rbe.lock_release("gw", "a")
+    t.join(5)
+    assert woke
+    assert 0.2 < woke[0] < 1.0
+
+
 def test_contended_lock_is_fair_and_exclusive(rbe: RedisBackend) -> None:
     """Four threads x 15 acquisitions through the wait protocol: never two holders, every
     thread gets its turns, and FIFO keeps the counts equal."""
@@ -686,6 +747,18 @@ def test_counter_add_get_set_and_dedupe(rbe: RedisBackend) -> None:
     rbe.counter_set("d", 2**63 - 1)
     assert rbe.counter_get("d") == 2**63 - 1
     assert rbe.counters() == {"c": -2, "d": 2**63 - 1}
+
+
+def test_counter_results_beyond_2_53_are_exact(rbe: RedisBackend) -> None:
+    """Lua sees INCRBY's reply as a double; results it cannot hold exactly are read back."""
+    for start in (2**53 - 2, -(2**53) + 2, 2**63 - 10, -(2**63) + 10):
+        rbe.counter_set("big", start)
+        step = 1 if start > 0 else -1
+        for i in range(1, 5):
+            rid = _h()
+            assert rbe.counter_add("big", step, rid) == start + i * step
+            assert rbe.counter_add("big", step, rid) == start + i * step  # dedupe
+        assert rbe.counter_get("big") == start + 4 * step
 
 
 def test_counter_overflow_changes_nothing(rbe: RedisBackend, raw: redis.Redis) -> None:

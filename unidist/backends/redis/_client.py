@@ -91,6 +91,7 @@ SCRIPT_NAMES: Final = (
     "lock_renew",
     "lock_owners",
     "lock_break",
+    "lock_wait_flag",
     "counter_add",
     "state_delete",
     "state_cas",

@@ -449,7 +449,8 @@ class RedisBackend(Backend):
         give free slots straight to the waiters at the head of the FIFO and push the grant
         onto each one's list; the waiting ``BLMOVE`` claims it on the server the moment it is
         pushed, so the next :meth:`lock_acquire` returns it without another round trip.
-        Without a registration this BLPOPs the lock's generic wake-up list.
+        Without a registration this announces itself (releases push onto the generic wake-up
+        list only while some caller waits there) and BLPOPs that list.
         """
         keys = self.keys.lock(name)
         if timeout <= 0:
@@ -460,6 +461,9 @@ class RedisBackend(Backend):
         if registration is not None and holder in (None, registration[0]):
             holder, wake_by = registration[0], registration[1]
         if holder is None:
+            # Releases push onto the generic wake list only while someone announced a wait.
+            announce = max(timeout, 0.001) + self.socket_timeout + 1.0
+            self._run("lock_wait_flag", [keys[9]], [round(announce * 1000)], Policy.SAFE)
             self._client.blpop([keys[5]], timeout)
             return
         _check_id(holder, "holder id")
@@ -489,10 +493,11 @@ class RedisBackend(Backend):
         # One dedupe record per counter and calling thread (a thread retries only its latest
         # request), so the records stay as few as the threads, not as the increments.
         caller = f"{self._caller_token}.{os.getpid()}.{threading.get_ident()}"
-        reply = self._run(
-            "counter_add",
-            [key, self.keys.counter_request(name, caller)],
-            [REQUEST_TTL_MS, request_id, *_split_delta(delta)],
+        parts = [str(delta)] if INT64_MIN < delta <= INT64_MAX else _split_delta(delta)
+        reply = self._client.script(
+            self._scripts["counter_add"],
+            [key, _keys.KeySpace.request_record(key, caller)],
+            [REQUEST_TTL_MS, request_id, *parts],
             Policy.SAFE,
         )
         if int(reply[0]) == 1:
@@ -838,7 +843,8 @@ def _check_id(value: object, what: str) -> str:
     """Ids stored as hash fields or key suffixes: non-empty str without whitespace."""
     if not isinstance(value, str) or not value or len(value) > 200:
         raise ValueError(f"{what} must be a non-empty str of at most 200 characters")
-    if any(ch.isspace() for ch in value):
+    # str.split() cuts at exactly the characters str.isspace() accepts.
+    if value.split() != [value]:
         raise ValueError(f"{what} {value!r} must not contain whitespace")
     return value
 

@@ -13,6 +13,8 @@ several keys of that object stays in one Redis Cluster slot::
     unidist:{l:backup}:n        wake-up list for lock_wait callers without a registration
     unidist:{l:backup}:n:<h>    grant handed to waiter <h> (its BLMOVE source)
     unidist:{l:backup}:k:<h>    claim of waiter <h> (its BLMOVE destination)
+    unidist:{l:backup}:g        exists while a lock_wait without a registration waits (releases
+                                push onto :n only then)
     unidist:{c:jobs}            counter value (string)
     unidist:{c:jobs}:r:<caller> last request id and result of one calling thread (dedupe of
                                 a retried counter_add, 5 min)
@@ -50,9 +52,11 @@ STATE: Final = "s"
 QUEUE: Final = "q"
 GROUP: Final = "g"
 
-LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n", "wi", "p", "k")
+LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n", "wi", "p", "k", "g")
 QUEUE_SUFFIXES: Final = ("b", "m", "r", "d", "f", "x", "s", "n")
 GROUP_SUFFIXES: Final = ("e", "i")
+_LOCK_CACHE_SIZE: Final = 1024
+"""Lock names whose keys :meth:`KeySpace.lock` keeps (the hot path builds them once)."""
 
 
 def check_prefix(prefix: str) -> str:
@@ -77,13 +81,14 @@ def check_prefix(prefix: str) -> str:
 class KeySpace:
     """Builds and parses the keys of one backend (one prefix)."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("_locks", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         try:
             self.prefix = check_prefix(prefix)
         except ValueError as exc:
             raise InvalidURL(str(exc)) from exc
+        self._locks: dict[str, list[str]] = {}
 
     def tag(self, kind: str, name: str, what: str = "name") -> str:
         """``<prefix>{<kind>:<name>}``: the base key of one object (checks ``name``)."""
@@ -91,9 +96,15 @@ class KeySpace:
         return f"{self.prefix}{{{kind}:{name}}}"
 
     def lock(self, name: str) -> list[str]:
-        """The lock keys in :data:`LOCK_SUFFIXES` order."""
-        base = self.tag(LOCK, name, "lock name")
-        return [f"{base}:{suffix}" for suffix in LOCK_SUFFIXES]
+        """The lock keys in :data:`LOCK_SUFFIXES` order (a cached list: do not modify it)."""
+        found = self._locks.get(name) if isinstance(name, str) else None
+        if found is None:
+            base = self.tag(LOCK, name, "lock name")
+            found = [f"{base}:{suffix}" for suffix in LOCK_SUFFIXES]
+            if len(self._locks) >= _LOCK_CACHE_SIZE:
+                self._locks.clear()
+            self._locks[name] = found
+        return found
 
     @staticmethod
     def waiter_wake(lock_keys: list[str], holder: str) -> str:
@@ -109,7 +120,12 @@ class KeySpace:
         return self.tag(COUNTER, name, "counter name")
 
     def counter_request(self, name: str, caller: str) -> str:
-        return f"{self.counter(name)}:r:{caller}"
+        return self.request_record(self.counter(name), caller)
+
+    @staticmethod
+    def request_record(counter_key: str, caller: str) -> str:
+        """The dedupe record of ``caller`` for the counter stored at ``counter_key``."""
+        return f"{counter_key}:r:{caller}"
 
     def state(self, bucket: str) -> str:
         return self.tag(STATE, bucket, "bucket name")

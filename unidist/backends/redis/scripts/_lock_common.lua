@@ -1,9 +1,16 @@
 -- The part every lock script shares (keys, clock, lease and waiter upkeep, hand-off).
 -- Spliced into every lock script at its include line (see Script.load).
-local H, E, W, WE, M, N, WI, P, C = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local H, E, W, WE, M, N, WI, P, C, G = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function fmt(x) return string.format('%.0f', x) end
+
+-- True when the lock has no waiter (registered or lapsed) and no provisional grant: empty
+-- collections do not exist in Redis, so one EXISTS tells. Then the waiter and hand-off upkeep
+-- has nothing to do, no waiter's wake or claim list exists, and every lease is a plain one.
+local function quiet()
+  return redis.call('EXISTS', W, WE, WI, P) == 0
+end
 
 local function drop(h)
   redis.call('HDEL', H, h)
@@ -35,16 +42,22 @@ local function finalize(h)
   return true
 end
 
--- Drop ended leases (keeping claimed provisional grants) and lapsed waiter registrations.
-local function settle()
+-- Drop ended leases (keeping claimed provisional grants) and lapsed waiter registrations
+-- (none to look for when the lock is quiet). Returns how many leases it dropped.
+local function settle(is_quiet)
   local due = redis.call('ZRANGEBYSCORE', E, '-inf', now)
+  local dropped = 0
   for _, h in ipairs(due) do
     local keep = false
     if redis.call('HEXISTS', P, h) == 1 and redis.call('EXISTS', C .. ':' .. h) == 1 then
       keep = finalize(h)
     end
-    if not keep then drop(h) end
+    if not keep then
+      drop(h)
+      dropped = dropped + 1
+    end
   end
+  if is_quiet then return dropped end
   local lapsed = redis.call('ZRANGEBYSCORE', WE, '-inf', now)
   for _, h in ipairs(lapsed) do
     redis.call('ZREM', W, h)
@@ -52,14 +65,20 @@ local function settle()
     redis.call('DEL', N .. ':' .. h)
   end
   if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', WE, '-inf', now) end
+  return dropped
 end
 
 -- Fencing token: never below the last one, never below the server clock in µs, so it keeps
--- increasing even when a restart without persistence lost the stored value.
-local function new_token()
+-- increasing even when a restart without persistence lost the stored value. A given limit
+-- is stored in the same write.
+local function new_token(limit)
   local last = tonumber(redis.call('HGET', M, 'token') or '0')
   local tok = fmt(math.max(last + 1, now))
-  redis.call('HSET', M, 'token', tok)
+  if limit then
+    redis.call('HSET', M, 'token', tok, 'limit', limit)
+  else
+    redis.call('HSET', M, 'token', tok)
+  end
   return tok
 end
 
@@ -99,7 +118,10 @@ local function handoff(wttl)
   end
 end
 
-local function wake_generic()
+-- Wake lock_wait callers without a registration; with force false only if one announced
+-- itself (flag G, set by lock_wait_flag for the length of its wait).
+local function wake_generic(force)
+  if not force and redis.call('EXISTS', G) == 0 then return end
   redis.call('RPUSH', N, '1')
   redis.call('LTRIM', N, -16, -1)
   redis.call('PEXPIRE', N, 5000)

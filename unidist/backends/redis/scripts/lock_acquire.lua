@@ -5,7 +5,8 @@
 --       3 waiters zset (FIFO sequence), 4 waiter-end zset, 5 meta hash (token, wseq, limit),
 --       6 wake base (generic wake list; waiter h's list is <base>:h),
 --       7 waiter registrations (holder -> "ttl_us info"), 8 provisional grants (holder -> ttl_us),
---       9 claim base (waiter h's claim list is <base>:h)
+--       9 claim base (waiter h's claim list is <base>:h),
+--       10 generic-waiter flag (exists while a lock_wait without a registration waits)
 -- A handed-off grant is provisional until its waiter claims it: the waiter's blocked
 -- BLMOVE moves the grant from its wake list to its claim list on the server. Unclaimed
 -- grants (a waiter that died) lapse after the waiter ttl.
@@ -14,22 +15,32 @@ local limit = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ttl = tonumber(ARGV[4])
 local wttl = tonumber(ARGV[6])
-settle()
+local is_quiet = quiet()
+-- Live slots; a lock nobody holds or waits for (the common case) needs no upkeep at all.
+local taken = redis.call('ZCARD', E)
+if taken > 0 or not is_quiet then taken = taken - settle(is_quiet) end
 
 -- Already holding: a retried call, or a handed-off grant whose wait had timed out.
-if redis.call('HEXISTS', H, holder) == 1 and finalize(holder) then
+if taken > 0 then
   local rec = redis.call('HGET', H, holder)
-  local tok, acq, exp = string.match(rec, '^(%d+) (%d+) (%-?%d+) ')
-  return {1, tok, acq, exp}
+  if rec and (is_quiet or finalize(holder)) then
+    local tok, acq, exp = string.match(rec, '^(%d+) (%d+) (%-?%d+) ')
+    return {1, tok, acq, exp}
+  end
+  -- finalize found the handed-off lease ended and dropped it
+  if rec and not is_quiet then taken = redis.call('ZCARD', E) end
 end
 
-redis.call('HSET', M, 'limit', limit)
-local free = limit - redis.call('ZCARD', E)
-local rank = redis.call('ZRANK', W, holder)
-local ahead = rank
-if not ahead then ahead = redis.call('ZCARD', W) end
+local free = limit - taken
+local rank = false
+local ahead = 0
+if not is_quiet then
+  rank = redis.call('ZRANK', W, holder)
+  ahead = rank
+  if not ahead then ahead = redis.call('ZCARD', W) end
+end
 if free > ahead then
-  local tok = new_token()
+  local tok = new_token(limit)
   local acq = fmt(now)
   local exp = '-1'
   local score = 'inf'
@@ -39,15 +50,18 @@ if free > ahead then
   end
   redis.call('HSET', H, holder, tok .. ' ' .. acq .. ' ' .. exp .. ' ' .. ARGV[3])
   redis.call('ZADD', E, score, holder)
-  if rank then
-    redis.call('ZREM', W, holder)
-    redis.call('ZREM', WE, holder)
+  if not is_quiet then
+    if rank then
+      redis.call('ZREM', W, holder)
+      redis.call('ZREM', WE, holder)
+    end
+    redis.call('HDEL', WI, holder)
+    redis.call('DEL', N .. ':' .. holder)
   end
-  redis.call('HDEL', WI, holder)
-  redis.call('DEL', N .. ':' .. holder)
   return {1, tok, acq, exp}
 end
 
+redis.call('HSET', M, 'limit', limit)
 if ARGV[5] == '1' then
   if not rank then
     local seq = redis.call('HINCRBY', M, 'wseq', 1)

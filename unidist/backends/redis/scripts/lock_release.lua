@@ -5,7 +5,8 @@
 --       3 waiters zset (FIFO sequence), 4 waiter-end zset, 5 meta hash (token, wseq, limit),
 --       6 wake base (generic wake list; waiter h's list is <base>:h),
 --       7 waiter registrations (holder -> "ttl_us info"), 8 provisional grants (holder -> ttl_us),
---       9 claim base (waiter h's claim list is <base>:h)
+--       9 claim base (waiter h's claim list is <base>:h),
+--       10 generic-waiter flag (exists while a lock_wait without a registration waits)
 -- A handed-off grant is provisional until its waiter claims it: the waiter's blocked
 -- BLMOVE moves the grant from its wake list to its claim list on the server. Unclaimed
 -- grants (a waiter that died) lapse after the waiter ttl.
@@ -14,6 +15,17 @@ local holder = ARGV[1]
 local score = redis.call('ZSCORE', E, holder)
 if not score then return 0 end
 local held = 0
+local busy = redis.call('EXISTS', W, WE, WI, P, G) > 0
+if not busy or quiet() then
+  -- No waiter to hand the slot to and no provisional grant: just free the slot (and wake
+  -- lock_wait callers without a registration, if one announced itself). Ended leases of
+  -- others wait for the next acquire's settle: nobody waits for them.
+  if score == 'inf' or tonumber(score) > now then held = 1 end
+  redis.call('HDEL', H, holder)
+  redis.call('ZREM', E, holder)
+  if busy then wake_generic(true) end
+  return held
+end
 if redis.call('HEXISTS', P, holder) == 1 then
   if finalize(holder) then held = 1 end
 elseif score == 'inf' or tonumber(score) > now then
@@ -22,5 +34,5 @@ end
 drop(holder)
 settle()
 handoff(tonumber(ARGV[2]))
-wake_generic()
+wake_generic(false)
 return held
