@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,6 +40,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from unidist.errors import BackendUnavailable, CorruptData, OutcomeUnknown
+
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None
+try:  # redis[hiredis] is a dependency; its packer skips redis-py's per-argument checks
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover
+    _pack_command = None
+else:
+    _pack_command = cast("Callable[[tuple[Any, ...]], bytes]", _hiredis_pack)
 
 T = TypeVar("T")
 
@@ -207,7 +215,12 @@ class Client:
 
         def send(conn: Any) -> Any:
             try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                if _pack_command is None:  # pragma: no cover
+                    conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                else:
+                    conn.send_packed_command(
+                        [_pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
+                    )
                 return conn.read_response()
             except NoScriptError:
                 # Nothing ran; EVAL runs the script and caches it for the next EVALSHA.

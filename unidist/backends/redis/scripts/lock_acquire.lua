@@ -15,10 +15,14 @@ local limit = tonumber(ARGV[1])
 local holder = ARGV[2]
 local ttl = tonumber(ARGV[4])
 local wttl = tonumber(ARGV[6])
-local is_quiet = quiet()
--- Live slots; a lock nobody holds or waits for (the common case) needs no upkeep at all.
-local taken = redis.call('ZCARD', E)
-if taken > 0 or not is_quiet then taken = taken - settle(is_quiet) end
+-- A lock nobody holds or waits for (the common case) needs no upkeep at all.
+local is_quiet = true
+local taken = 0
+if redis.call('EXISTS', E, W, WE, WI, P) > 0 then
+  is_quiet = quiet()
+  taken = redis.call('ZCARD', E)
+  taken = taken - settle(is_quiet)
+end
 
 -- Already holding: a retried call, or a handed-off grant whose wait had timed out.
 if taken > 0 then
