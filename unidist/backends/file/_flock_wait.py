@@ -16,8 +16,13 @@ event (with no waiter registered, attempts open them read-write: nobody is watch
 
 Closing an inotify instance is slow (the kernel waits for an SRCU grace period, milliseconds on
 a busy host), so instances are pooled per process and reused: a wait borrows one, adds (or
-re-adds, which is idempotent) its watches, drains stale events, and gives it back. Events of
-other watches of the same instance are ignored. A forked child drops the pool it inherited.
+re-adds, which is idempotent) its watches, removes the watches of earlier waits that it does
+not need, drains stale events, and gives it back. A watch left in place would wake every later
+wait on that instance (poll, read, ignore) for each event of a file it no longer cares about —
+every other waiter's wake file, every release of a slot it once watched — which costs a loaded
+host more than the lock itself. Removal can be slow under load, so it happens while arming,
+before the re-check and the sleep, never between a wake-up and the caller's next attempt. A
+forked child drops the pool it inherited.
 Where inotify is unavailable (not Linux, or the libc lacks it) :func:`wait_for_change` sleeps a
 short slice instead (spurious early returns are allowed by the interface).
 """
@@ -95,8 +100,9 @@ class _Instance:
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
-    def drain(self, wds: set[int]) -> bool:
-        """Read every queued event; True if one concerns ``wds`` (or the queue overflowed)."""
+    def drain(self, wds: set[int], once: bool = False) -> bool:
+        """Read every queued event (``once``: one read's worth, the rest stays queued); True
+        if one concerns ``wds`` (or the queue overflowed)."""
         hit = False
         while True:
             try:
@@ -109,6 +115,8 @@ class _Instance:
                 offset += _EVENT.size + length
                 if ev_wd in wds or mask & _IN_Q_OVERFLOW:
                     hit = True
+            if once:
+                return hit
 
 
 _pool: list[_Instance] = []
@@ -196,10 +204,13 @@ def wait_for_change(
                     continue  # not created yet (or just renamed away): the re-check covers it
                 raise OSError(err, os.strerror(err), path)
             wds.add(wd)
+            inst.watches.add(wd)
+        for wd in inst.watches - wds:
+            rm_watch(inst.fd, wd)  # fails harmlessly if the kernel dropped it (file removed)
+        inst.watches = set(wds)
         if not wds:
             time.sleep(min(timeout, FALLBACK_SLEEP))
             return
-        inst.watches |= wds
         inst.drain(wds)  # events from before this wait are stale: the caller re-checks below
         if not still_unchanged():
             return
@@ -207,7 +218,9 @@ def wait_for_change(
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if inst.poller.poll(math.ceil(left * 1000.0)) and inst.drain(wds):
+            # One read after a wake-up: what it leaves queued wakes the next poll (or is
+            # drained as stale by the next wait), and the caller's attempt comes sooner.
+            if inst.poller.poll(math.ceil(left * 1000.0)) and inst.drain(wds, once=True):
                 return
     finally:
         _give_back(inst, rm_watch)
