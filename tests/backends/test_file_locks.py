@@ -507,6 +507,36 @@ def test_waiter_registered_during_a_flockless_release_is_woken(
         other.close()
 
 
+def test_pooled_inotify_instance_keeps_only_the_last_waits_watches(tmp_path: Path) -> None:
+    """A watch left over from an earlier wait would wake every later wait on the instance
+    for events it does not care about (another waiter's wake file, a slot it once watched)."""
+    from unidist.backends.file import _flock_wait
+
+    if not _flock_wait.inotify_available():
+        pytest.skip("no inotify")
+    files = [tmp_path / f"wake-{i}" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"")
+    mask = _flock_wait.FILE_MASK
+    _flock_wait.wait_for_change([(str(files[0]), mask), (str(files[1]), mask)], 0.01, lambda: True)
+    _flock_wait.wait_for_change([(str(files[2]), mask)], 0.01, lambda: True)
+    assert len(_flock_wait._pool[-1].watches) == 1  # the instance given back last
+    # An event of a file the last wait no longer watches does not wake the next wait.
+    timer = threading.Timer(0.05, lambda: files[0].write_bytes(b""))
+    timer.start()
+    t0 = time.monotonic()
+    _flock_wait.wait_for_change([(str(files[2]), mask)], 0.3, lambda: True)
+    timer.join()
+    assert time.monotonic() - t0 >= 0.25
+    # ... and one of the file it watches does, at once.
+    timer = threading.Timer(0.05, lambda: files[2].write_bytes(b""))
+    timer.start()
+    t0 = time.monotonic()
+    _flock_wait.wait_for_change([(str(files[2]), mask)], 5, lambda: True)
+    timer.join()
+    assert time.monotonic() - t0 < 1.0
+
+
 def test_other_descriptors_of_the_slot_file_do_not_drop_the_lock(
     be: FileBackend, url: str, tmp_path: Path, kids: list[Child]
 ) -> None:
