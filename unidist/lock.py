@@ -235,9 +235,6 @@ class _LockBase(Primitive):
                 f"when released (lease expired or broken; token {grant.token})",
                 name=self._name,
             )
-        # Drop the GIL for a moment (about a microsecond): a thread of this process that the
-        # release just woke takes the lock now, not after this thread's next blocking call.
-        os.sched_yield()
 
     def renew(self, ttl: float | None = None) -> None:
         """Extend every lease this object holds to now + ``ttl`` (default: the object's ttl).

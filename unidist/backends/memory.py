@@ -463,11 +463,16 @@ class MemoryBackend(Backend):
             self._prune(lk)
             if lk.slots.pop(holder, None) is None:
                 return False
-            if not lk.slots and not lk.waiters:
+            woke = bool(lk.waiters)
+            if not lk.slots and not woke:
                 del self._locks[name]
             else:
                 lk.wake_turns()
-            return True
+        if woke:
+            # Let the woken waiter thread run now (sched_yield drops the GIL), not after this
+            # thread's next blocking call: handovers stay prompt and FIFO stays FIFO.
+            os.sched_yield()
+        return True
 
     def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | bool | None:
         check_name(name, "lock name")
