@@ -3,6 +3,7 @@
 Directory of an object (``<root>/<family>/<name>/``, 0700)::
 
     lock            flock target; one descriptor per object kept open by each process
+    sync            group-commit marker: the highest fsynced journal offset (``fsync=always``)
     journal.<G>     the current journal generation G (records, see :mod:`.journal`)
     snap.<G>        the state at the start of generation G (absent for G == 1)
     journal.<G-1>, snap.<G-1>   the previous generation, kept to rebuild a damaged snap.<G>
@@ -14,6 +15,11 @@ byte offset of the journal it has applied; under the lock it ``fstat``-s its jou
 replays only the records other processes appended since (one ``fstat`` and, when the size
 changed, one ``pread`` of the new tail). A journal unlinked under us (``st_nlink == 0``: two or
 more rotations behind) triggers a full reload.
+
+Under ``fsync=always`` the ``fdatasync`` of a record is *not* done under those locks: the
+record is appended under them, and :meth:`Handle.release` then waits, without them, until
+the journal is durable past the record's end, sharing fsyncs with the other writers of the
+object, threads and processes (group commit; protocol in :mod:`._groupcommit`).
 
 Compaction: once a generation holds :attr:`StoreConfig.compact_records` records and at least
 as many bytes as the last snapshot, the process appends a *seal* record ``{"seal": G+1}`` to
@@ -40,6 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unidist.backends.file import _io
+from unidist.backends.file._groupcommit import (
+    SYNC_FILE,
+    Claim,
+    GroupCommit,
+    Pending,
+    SyncFailed,
+)
 from unidist.backends.file._objects import ObjectState
 from unidist.backends.file.journal import (
     FORMAT_VERSION,
@@ -55,6 +68,11 @@ log = logging.getLogger("unidist.backends.file")
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 _APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
 _SNAPSHOT_LIMIT = 1 << 62
+
+
+def _sync_fd(fd: int) -> None:
+    """``_fdatasync`` looked up per call (tests replace it to inject failures)."""
+    _fdatasync(fd)
 
 
 class TornTailWarning(RuntimeWarning):
@@ -113,6 +131,11 @@ class Handle:
         self.last_sync = 0.0
         self.cleaned = False
         self.sealed = False
+        self.ino = 0
+        self.pending: Pending | None = None
+        self.gc: GroupCommit | None = None
+        if cfg.fsync_mode == "always":
+            self.gc = GroupCommit(dir_fd, _sync_fd, self._refresh)
         try:
             self.lock_fd = _io.open_file("lock", dir_fd, os.O_RDWR, create=True)
         except BaseException:
@@ -143,6 +166,8 @@ class Handle:
                 _fdatasync(self.fd)
         self.closed = True
         self.state = None
+        if self.gc is not None:
+            self.gc.close()
         for fd in (self.fd, self.lock_fd, self.dir_fd):
             _io.close_quietly(fd)
         self.fd = self.lock_fd = self.dir_fd = -1
@@ -151,6 +176,8 @@ class Handle:
         """After fork in the child: close our copies of the descriptors, touch no lock."""
         self.closed = True
         self.state = None
+        if self.gc is not None:
+            self.gc.abandon()
         for fd in (self.fd, self.lock_fd, self.dir_fd):
             _io.close_quietly(fd)
 
@@ -211,12 +238,52 @@ class Handle:
         return self.state
 
     def release(self) -> None:
-        """Release what :meth:`acquire` took."""
+        """Release what :meth:`acquire` took; under ``fsync=always`` then wait for durability.
+
+        Records committed while holding the object are made durable by group commit after
+        the locks are released (see :mod:`._groupcommit`), so this returns only once they
+        are on disk.
+
+        Raises:
+            BackendUnavailable: the fsync failed; the handle is poisoned.
+        """
+        pending, self.pending = self.pending, None
+        try:
+            self._unlock()
+        finally:
+            if pending is not None:
+                self._await(pending)
+
+    def _unlock(self) -> None:
         try:
             with contextlib.suppress(OSError):
                 fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         finally:
             self.tlock.release()
+
+    def _await(self, pending: Pending) -> None:
+        """Wait (without the object's locks) until ``pending`` is durable."""
+        assert self.gc is not None
+        if self.poisoned is not None:
+            _io.close_quietly(pending.fd)
+            raise BackendUnavailable(self.poisoned, url=self.cfg.url)
+        try:
+            self.gc.wait(pending)
+        except SyncFailed as exc:
+            raise self._poison(exc.cause, "fsync", truncate=False) from exc.cause
+
+    def _refresh(self) -> tuple[Claim, int] | None:
+        """For the group-commit leader: the current journal's claim and a dup of its fd."""
+        try:
+            self.acquire()
+        except (Reopen, CorruptData, BackendUnavailable):
+            return None
+        try:
+            return Claim(self.gen, self.ino, self.offset), os.dup(self.fd)
+        except OSError:
+            return None
+        finally:
+            self._unlock()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[ObjectState]:
@@ -313,6 +380,7 @@ class Handle:
                 seq,
                 nrec,
             )
+            self.ino = os.fstat(fd).st_ino
             self.sealed = sealed
             self.compact_at = self.cfg.compact_records
             self.snap_bytes = self._snap_size(self.gen)
@@ -414,6 +482,9 @@ class Handle:
                 raise CorruptData(
                     f"{self.path}: snapshot present but its journal is missing", path=path
                 )
+            # A fresh journal.1: forget any group-commit claim about an earlier one.
+            with contextlib.suppress(OSError):
+                os.unlink(SYNC_FILE, dir_fd=dfd)
             _io.atomic_write(dfd, "journal.1", frame(0, dumps(self._header(1))), durable=durable)
             jgens = [1]
         gen = jgens[-1]
@@ -430,6 +501,7 @@ class Handle:
             _io.close_quietly(fd)
             raise
         self.fd, self.gen, self.offset, self.seq, self.nrec = fd, gen, offset, seq, nrec
+        self.ino = os.fstat(fd).st_ino
         self.sealed = sealed
         self.state = state
         self.compact_at = self.cfg.compact_records
@@ -476,8 +548,9 @@ class Handle:
     def commit(self, op: dict[str, Any]) -> Any:
         """Append ``op`` to the journal (durable per fsync mode), apply it, return its result.
 
-        Must be called while holding :meth:`acquire`. The record is written with one ``write``
-        and, under ``fsync=always``, ``fdatasync``\\ ed before this returns.
+        Must be called while holding :meth:`acquire`. The record is written with one
+        ``write``; under ``fsync=always`` it is made durable by group commit in
+        :meth:`release` (after the locks are dropped), which returns only once it is on disk.
 
         Raises:
             RecordTooLarge: the record exceeds the size limit; nothing was written.
@@ -485,19 +558,40 @@ class Handle:
         """
         assert self.state is not None
         rec = frame(self.seq + 1, dumps(op))
-        self._append(rec)
+        self._append(rec, inline=self.gc is None)
         result = self._apply(op, self._jpath(self.gen), self.offset)
         self.offset += len(rec)
         self.seq += 1
         self.nrec += 1
+        if self.gc is not None:
+            self._defer_sync()
         if self.nrec >= self.compact_at and self.offset >= self.snap_bytes:
             self._compact()
         return result
 
-    def _append(self, rec: bytes) -> None:
+    def _defer_sync(self) -> None:
+        """Leave the fsync of the record just written to group commit (in :meth:`release`)."""
+        assert self.gc is not None
+        claim = Claim(self.gen, self.ino, self.offset)
+        try:
+            fd = os.dup(self.fd)
+        except OSError:
+            # No descriptor to spare: sync now, under the locks, as without group commit.
+            try:
+                _fdatasync(self.fd)
+            except OSError as exc:
+                raise self._poison(exc, "fsync") from exc
+            self.gc.note(claim)
+            return
+        if self.pending is not None:
+            _io.close_quietly(self.pending.fd)
+        self.pending = Pending(claim, fd)
+
+    def _append(self, rec: bytes, *, inline: bool = True) -> None:
+        """Write ``rec``; fsync it now per the fsync mode unless ``inline`` is false."""
         try:
             _io.write_all(self.fd, rec)
-            mode = self.cfg.fsync_mode
+            mode = self.cfg.fsync_mode if inline else "never"
             if mode == "always":
                 _fdatasync(self.fd)
             elif mode == "batch":
@@ -512,9 +606,14 @@ class Handle:
         except OSError as exc:
             raise self._poison(exc, "write") from exc
 
-    def _poison(self, exc: OSError, what: str) -> BackendUnavailable:
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.fd, self.offset)
+    def _poison(self, exc: OSError, what: str, *, truncate: bool = True) -> BackendUnavailable:
+        """Refuse further use of this handle; ``truncate`` (only under the locks) cuts the
+        unacknowledged tail written since the last complete record."""
+        if truncate:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.offset)
+        if self.poisoned is not None:
+            return BackendUnavailable(self.poisoned, url=self.cfg.url)
         self.poisoned = (
             f"{self._jpath(self.gen)}: {what} failed ({exc.strerror or exc}); the last operation "
             "may not be durable, so this object refuses further use in this process. Reconnect "
@@ -536,6 +635,9 @@ class Handle:
         self.offset += len(rec)
         self.seq += 1
         self.sealed = True
+        if self.gc is not None:
+            # The seal was fdatasynced under the locks, after every record of this journal.
+            self.gc.note(Claim(self.gen, self.ino, self.offset))
         try:
             self._rotate()
         except OSError as exc:
@@ -545,6 +647,13 @@ class Handle:
         """Write ``snap.<G+1>`` and ``journal.<G+1>`` for a sealed generation G and switch."""
         assert self.state is not None
         assert self.sealed
+        if self.cfg.fsync_mode != "never":
+            # The sealed journal is durable before its successor exists (the rotator that
+            # sealed it may have died before its fsync).
+            try:
+                _fdatasync(self.fd)
+            except OSError as exc:
+                raise self._poison(exc, "fsync", truncate=False) from exc
         new = self.gen + 1
         dfd = self.dir_fd
         snap = frame(
@@ -556,6 +665,7 @@ class Handle:
         fd = _io.open_file(f"journal.{new}", dfd, os.O_RDWR | os.O_APPEND)
         _io.close_quietly(self.fd)
         self.fd, self.gen, self.offset, self.seq, self.nrec = fd, new, len(header), 0, 0
+        self.ino = os.fstat(fd).st_ino
         self.sealed = False
         self.dirty = False
         self.snap_bytes = len(snap)

@@ -13,7 +13,10 @@ one journal record (``state_update`` of many keys included), so after a crash it
 wholly present or wholly absent.
 
 Durability (``fsync`` URL option): ``always`` — a mutating call returns after its record is
-``fdatasync``\\ ed (and the directory after any file it created or renamed); ``batch`` — records
+``fdatasync``\\ ed (and the directory after any file it created or renamed); the fsync runs
+after the object's locks are released and is shared by concurrent writers, threads and
+processes alike (group commit, see :mod:`._groupcommit`), so throughput grows with the
+number of writers instead of queueing one fsync per lock hold; ``batch`` — records
 are synced at most ``fsync_interval`` seconds later by a background flusher; ``never`` — the
 kernel decides. A killed process loses nothing that returned, in every mode. Snapshots are
 always written durably.
