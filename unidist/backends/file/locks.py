@@ -798,10 +798,7 @@ class FileLocksMixin:
                     mono_expiry,
                     limit,
                 )
-                with self._lk_mutex:
-                    self._lk_held[(d.name, holder)] = h
-                    self._lk_seen.pop((d.name, holder), None)
-                    self._lk_waiting.discard((d.name, holder))
+                self._lk_register(h)
                 fd = write_fd = -1
                 return LockGrant(
                     d.name,
@@ -1050,11 +1047,16 @@ class FileLocksMixin:
             mono_expiry,
             limit,
         )
-        with self._lk_mutex:
-            self._lk_held[(d.name, holder)] = h
-            self._lk_seen.pop((d.name, holder), None)
-            self._lk_waiting.discard((d.name, holder))
+        self._lk_register(h)
         return LockGrant(d.name, holder, token, acquired_at, expires_at)
+
+    def _lk_register(self, h: _Held) -> None:
+        """Record a granted slot as held by this process (and no longer waiting)."""
+        key = (h.name, h.holder)
+        with self._lk_mutex:
+            self._lk_held[key] = h
+            self._lk_seen.pop(key, None)
+            self._lk_waiting.discard(key)
 
     def lock_cancel_wait(self, name: str, holder: str) -> None:
         """Remove ``holder``'s waiter registration (atomic; no-op if it has none).
