@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything unidist needs on a fresh Debian/Ubuntu machine that has only Python 3.10+:
 # a virtual environment in .venv with unidist installed in editable mode, and (with --dev)
-# the test tools and a redis-server binary for the Redis tests.
+# the test tools, a redis-server binary for the Redis tests and sshd for the remote-command tests.
 #   scripts/bootstrap.sh          # runtime only (the demo)
 #   scripts/bootstrap.sh --dev    # + test tools + redis-server
 set -euo pipefail
@@ -36,17 +36,26 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "$dev" = 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+need=()
+if [ "$dev" = 1 ]; then
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  # The remote-command tests start their own sshd on a loopback port.
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "Installing redis-server (needed by the Redis tests)..." >&2
+    echo "Installing ${need[*]} (needed by the tests)..." >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq redis-server >/dev/null
-    # Debian starts a system service on install; the tests start their own servers.
-    (service redis-server stop || systemctl stop redis-server) >/dev/null 2>&1 || true
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Debian starts system services on install; the tests start their own servers.
+    for svc in redis-server ssh; do
+      (service "$svc" stop || systemctl stop "$svc") >/dev/null 2>&1 || true
+    done
   else
-    echo "The Redis tests need a redis-server binary on PATH." >&2
-    echo "Install it (Debian/Ubuntu: sudo apt-get install -y redis-server) and run this again." >&2
+    echo "The tests need: ${need[*]} (redis-server and sshd on PATH or in /usr/sbin)." >&2
+    echo "Install them (Debian/Ubuntu: sudo apt-get install -y ${need[*]}) and run this again." >&2
     exit 1
   fi
 fi

@@ -15,7 +15,9 @@ from unidist.errors import (
     LockNotOwned,
     LockTimeout,
     OutcomeUnknown,
+    RemoteError,
     SerializationError,
+    ServiceLost,
     UnidistError,
 )
 from unidist.lock import SharedLock, SharedSemaphore
@@ -38,7 +40,9 @@ __all__ = [
     "Message",
     "MessageQueue",
     "OutcomeUnknown",
+    "RemoteError",
     "SerializationError",
+    "ServiceLost",
     "SharedCounter",
     "SharedLock",
     "SharedSemaphore",

@@ -21,7 +21,9 @@ __all__ = [
     "LockNotOwned",
     "LockTimeout",
     "OutcomeUnknown",
+    "RemoteError",
     "SerializationError",
+    "ServiceLost",
     "UnidistError",
 ]
 
@@ -100,3 +102,18 @@ class ClusterFileError(UnidistError):
         super().__init__(message)
         self.path = path
         self.line = line
+
+
+class RemoteError(UnidistError):
+    """A call on a remote service raised; carries the remote exception's type, message and
+    traceback text (the remote exception itself never crosses the wire: arguments and results
+    are JSON)."""
+
+    def __init__(self, message: str, *, type_name: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class ServiceLost(UnidistError):
+    """The server a service proxy was bound to died or left while a call was in flight."""

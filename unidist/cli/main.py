@@ -145,6 +145,19 @@ def _register_commands() -> None:
     from unidist.cli.cluster_cmd import cluster_group
 
     cli.add_command(cluster_group)
+    from unidist.cli.dsh_cmd import dsh_cmd, pcp_cmd
+
+    cli.add_command(dsh_cmd)
+    cli.add_command(pcp_cmd)
+    from unidist.cli.jobs_cmd import jobs_group
+
+    cli.add_command(jobs_group)
+    from unidist.cli.serve_cmd import serve_cmd
+
+    cli.add_command(serve_cmd)
+    from unidist.cli.clinit_cmd import clinit_cmd
+
+    cli.add_command(clinit_cmd)
 
 
 _register_commands()
