@@ -203,12 +203,30 @@ def main(argv: list[str] | None = None) -> int:
     h.write_json(out, payload)
     out.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
     print(f"\nwrote {out}", file=sys.stderr)
+    charts = [out.with_suffix(".png")]
     if args.save:
         stem = f"{dt.date.today().isoformat()}-{os.cpu_count()}core"
         h.write_json(HERE / "results" / f"{stem}.json", payload)
         (HERE / "results" / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
         print(f"wrote {HERE / 'results' / stem}.json and .txt", file=sys.stderr)
+        charts.append(HERE / "results" / f"{stem}.png")
+    _charts(payload, charts)
     return 0
+
+
+def _charts(payload: dict[str, object], paths: list[Path]) -> None:
+    """Render the run as PNG charts (needs matplotlib, part of the bench extra)."""
+    try:
+        from chart import render
+    except ImportError as exc:
+        print(f"no chart: {exc} (install the bench extra)", file=sys.stderr)
+        return
+    for path in paths:
+        try:
+            render(payload, path)
+            print(f"wrote {path}", file=sys.stderr)
+        except ValueError as exc:
+            print(f"no chart: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
