@@ -17,7 +17,7 @@ from collections.abc import (
 from typing import Any, Final, TypeVar, overload
 
 from unidist._facade import Primitive
-from unidist.backends.base import Backend
+from unidist.backends.base import STATE_ABSENT, Backend
 from unidist.codec import JSON, decode, encode
 from unidist.errors import SerializationError
 
@@ -156,7 +156,7 @@ class SharedState(Primitive, MutableMapping[str, JSON]):
             raw = self._backend.state_get(self._name, key)
             if raw is not None:
                 return decode(raw)
-            if self._backend.state_cas(self._name, key, None, new):
+            if self._backend.state_cas(self._name, key, STATE_ABSENT, new):
                 return default
 
     def update(self, other: Any = (), /, **kwargs: JSON) -> None:
@@ -201,8 +201,10 @@ class SharedState(Primitive, MutableMapping[str, JSON]):
     def transform(self, key: str, fn: Callable[[Any], JSON], default: JSON = None) -> JSON:
         """Atomically replace the value of ``key`` with ``fn(current)`` and return it.
 
-        ``current`` is the stored value, or ``default`` when the key is absent. The update is
-        an optimistic compare-and-set loop: ``fn`` may be called more than once under
+        ``current`` is the stored value, or ``default`` when the key is absent (a stored
+        ``null`` is passed as ``None``, not as ``default``). The update is an optimistic
+        compare-and-set loop that writes only if the key still holds exactly what ``fn`` was
+        given (still absent, for ``default``): ``fn`` may be called more than once under
         contention (keep it free of side effects), and no concurrent update is ever lost.
 
         Raises:
@@ -215,7 +217,8 @@ class SharedState(Primitive, MutableMapping[str, JSON]):
             raw = self._backend.state_get(self._name, key)
             current = default if raw is None else decode(raw)
             new = fn(current)
-            if self._backend.state_cas(self._name, key, raw, encode(new)):
+            expected = STATE_ABSENT if raw is None else raw  # absent only, never a new null
+            if self._backend.state_cas(self._name, key, expected, encode(new)):
                 return new
             attempt += 1
             if attempt > 3:

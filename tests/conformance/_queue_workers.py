@@ -13,6 +13,9 @@ Commands:
                                                      NACK_PERCENT % of deliveries first; prints
                                                      the ids it acked
     dump-queue URL QUEUE                             get(block=False) until Empty; prints bodies
+    race-transform URL BUCKET KEY N BARRIER_DIR PARTIES
+                                                     N transforms with a non-None default; prints N
+    race-toggle URL BUCKET KEY N BARRIER_DIR PARTIES N null/absent cycles; prints violations
 
 A barrier is a directory: each party creates a file in it, then waits (polling against a
 deadline) until PARTIES files exist, so that all workers start their loops together.
@@ -26,6 +29,7 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +99,53 @@ def transform(url: str, bucket: str, key: str, n: str, bdir: str, parties: str) 
     print(int(n))
 
 
+DEFAULT = "DEFAULT"
+
+
+def _origin(value: object) -> dict[str, str]:
+    """What a racing transform saw: the default (key absent), a stored null, or a value."""
+    seen = "default" if value == DEFAULT else "null" if value is None else "value"
+    return {"from": seen, "w": uuid.uuid4().hex}
+
+
+def race_transform_once(s: unidist.SharedState, key: str) -> None:
+    """One transform with a non-None default that records what ``fn`` was given."""
+    s.transform(key, _origin, default=DEFAULT)
+
+
+def race_toggle_once(s: unidist.SharedState, key: str) -> int:
+    """One cycle of the null/absent toggler; returns the violations it saw (0 or more).
+
+    The toggler is the only writer of null and the only deleter. After it stores null the
+    key is never absent until its own pop, so a value it pops must not come from a transform
+    that was given the default; after that pop the key is never null until its next store,
+    so the value of a second pop must not come from a transform that was given a null.
+    """
+    bad = 0
+    s[key] = None
+    first = s.pop(key, None)
+    if isinstance(first, dict) and first["from"] == "default":
+        bad += 1
+    second = s.pop(key, None)
+    if isinstance(second, dict) and second["from"] == "null":
+        bad += 1
+    return bad
+
+
+def race_transform(url: str, bucket: str, key: str, n: str, bdir: str, parties: str) -> None:
+    s = unidist.SharedState(bucket, backend=url)
+    barrier(bdir, int(parties))
+    for _ in range(int(n)):
+        race_transform_once(s, key)
+    print(int(n))
+
+
+def race_toggle(url: str, bucket: str, key: str, n: str, bdir: str, parties: str) -> None:
+    s = unidist.SharedState(bucket, backend=url)
+    barrier(bdir, int(parties))
+    print(sum(race_toggle_once(s, key) for _ in range(int(n))))
+
+
 def dump_state(url: str, bucket: str) -> None:
     print(json.dumps(unidist.SharedState(bucket, backend=url).snapshot()))
 
@@ -155,6 +206,8 @@ def dump_queue(url: str, queue: str) -> None:
 COMMANDS = {
     "transform": transform,
     "dump-state": dump_state,
+    "race-transform": race_transform,
+    "race-toggle": race_toggle,
     "produce": produce,
     "consume-get": consume_get,
     "consume-receive": consume_receive,

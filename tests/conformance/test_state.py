@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from _queue_workers import run_workers
+from _queue_workers import race_toggle_once, race_transform_once, run_workers
 
 import unidist
 from unidist.backends import Backend
@@ -292,6 +293,65 @@ def test_transform_loses_no_update_across_processes(backend_url: str, tmp_path: 
     assert [int(o) for o in outs] == [per] * procs
     print(f"{procs}x{per} cross-process transforms in {time.monotonic() - t0:.2f}s")
     assert unidist.SharedState("b", backend=backend_url)["n"] == procs * per
+    unidist.backends.reset()
+
+
+def test_transform_default_never_overwrites_a_concurrent_null(backend: Backend) -> None:
+    """transform with a non-None default: fn gets the default only if the key is absent at
+    the moment of the write (an "absent only" compare-and-set), never when a concurrent
+    writer stored null in between; and fn given a stored null never writes over an absent
+    key. Two transforming threads race a thread that toggles the key null/absent."""
+    s = unidist.SharedState("b", backend=backend)
+    cycles, stop = 800, threading.Event()
+    errors: list[BaseException] = []
+    violations = [0]
+
+    def transformer() -> None:
+        try:
+            while not stop.is_set():
+                race_transform_once(s, "k")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def toggler() -> None:
+        try:
+            for _ in range(cycles):
+                violations[0] += race_toggle_once(s, "k")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # interleave the threads finely, also on memory://
+    try:
+        threads = [threading.Thread(target=transformer) for _ in range(2)]
+        threads.append(threading.Thread(target=toggler))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert violations[0] == 0
+
+
+@pytest.mark.scope("host")
+def test_transform_default_race_across_processes(backend_url: str, tmp_path: Path) -> None:
+    """The same race between processes: 2 transforming processes, 1 toggling process."""
+    bdir = str(tmp_path / "barrier")
+    common = [backend_url, "b", "k"]
+    outs = run_workers(
+        [
+            ["race-transform", *common, "400", bdir, "3"],
+            ["race-transform", *common, "400", bdir, "3"],
+            ["race-toggle", *common, "250", bdir, "3"],
+        ]
+    )
+    assert int(outs[2]) == 0, f"{outs[2].strip()} violations"
     unidist.backends.reset()
 
 

@@ -26,10 +26,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from unidist.backends._url import OptionParser, ParsedURL, parse_url
 from unidist.codec import JSON
+
+STATE_ABSENT: Final = ""
+"""``expected`` of :meth:`Backend.state_cas` that matches only an absent key (never a stored
+``null``); the empty string is never valid JSON text, so it cannot clash with a value."""
 
 if TYPE_CHECKING:
     from unidist.counter import SharedCounter
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from unidist.queue import MessageQueue
     from unidist.state import SharedState
 
-__all__ = ["Backend", "Delivery", "LockGrant", "Scope"]
+__all__ = ["STATE_ABSENT", "Backend", "Delivery", "LockGrant", "Scope"]
 
 Scope = Literal["process", "host", "network"]
 """Who can share a backend's objects: threads of one process, processes of one host, many hosts."""
@@ -293,8 +297,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def state_cas(self, bucket: str, key: str, expected: str | None, new: str | None) -> bool:
         """Compare-and-set: if the stored text equals ``expected`` (``None``: the key is absent
-        or holds ``null``), store ``new`` (``None``: delete the key) and return True; else
-        change nothing and return False."""
+        or holds ``null``; :data:`STATE_ABSENT`: the key is absent), store ``new`` (``None``:
+        delete the key) and return True; else change nothing and return False."""
 
     @abc.abstractmethod
     def state_items(self, bucket: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from unidist._names import check_name
 from unidist.backends._memory_archive import Archive, Effect
 from unidist.backends._url import OptionParser, ParsedURL, opt_float, opt_str
-from unidist.backends.base import Backend, Delivery, LockGrant, Scope
+from unidist.backends.base import STATE_ABSENT, Backend, Delivery, LockGrant, Scope
 from unidist.codec import JSON
 from unidist.errors import BackendUnavailable, CorruptData, InvalidURL
 
@@ -604,6 +604,9 @@ class MemoryBackend(Backend):
             if new is None:
                 kv.pop(key, None)
             else:
+            elif expected == STATE_ABSENT:
+                if current is not None:
+                    return False
                 kv[key] = new
             self._changed(["s", bucket, key, new])
             return True

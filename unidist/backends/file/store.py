@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from unidist._names import check_name
-from unidist.backends.base import Delivery
+from unidist.backends.base import STATE_ABSENT, Delivery
 from unidist.backends.file import _io
 from unidist.backends.file._objects import (
     INT64_MAX,
@@ -338,7 +338,10 @@ class FileStoreMixin:
 
         def fn(h: Handle, st: BucketState) -> bool:
             cur = st.data.get(key)
-            ok = (cur is None or cur == "null") if expected is None else cur == expected
+            if expected is None:
+                ok = cur is None or cur == "null"
+            else:
+                ok = cur is None if expected == STATE_ABSENT else cur == expected
             if not ok:
                 return False
             if new is None:
@@ -349,7 +352,8 @@ class FileStoreMixin:
             return True
 
         if new is None:
-            return self._run("state", bucket, fn, create=False, default=expected is None)
+            absent_ok = expected is None or expected == STATE_ABSENT
+            return self._run("state", bucket, fn, create=False, default=absent_ok)
         return self._run("state", bucket, fn, create=True, default=False)
 
     def state_items(self, bucket: str) -> dict[str, str]:

@@ -94,7 +94,7 @@ from unidist.backends._url import (
     opt_int,
     opt_str,
 )
-from unidist.backends.base import Backend, Delivery, LockGrant, Scope
+from unidist.backends.base import STATE_ABSENT, Backend, Delivery, LockGrant, Scope
 from unidist.backends.redis import keys as _keys
 from unidist.backends.redis._client import NO_RETRY, Client, Policy, load_scripts
 from unidist.codec import JSON, decode, encode
@@ -583,13 +583,13 @@ class RedisBackend(Backend):
         return result
 
     def state_cas(self, bucket: str, key: str, expected: str | None, new: str | None) -> bool:
-        """Compare-and-set in one script (``None``/``null`` expected matches absent or null).
+        """Compare-and-set in one script (``None`` expected matches absent or null,
+        :data:`STATE_ABSENT` only absent, any other text only that text).
 
         Raises:
             OutcomeUnknown: the reply was lost and the retry did not match.
         """
-        if expected == "null":
-            expected = None
+        mode = 0 if expected is None else 2 if expected == STATE_ABSENT else 1
         args: list[str | int] = [
             _key(key),
             0 if expected is None else 1,
