@@ -592,7 +592,7 @@ class RedisBackend(Backend):
         mode = 0 if expected is None else 2 if expected == STATE_ABSENT else 1
         args: list[str | int] = [
             _key(key),
-            0 if expected is None else 1,
+            mode,
             "" if expected is None else _text(expected),
             0 if new is None else 1,
             "" if new is None else _text(new),
