@@ -9,7 +9,8 @@ Used by the test suite, the benchmarks and ``start.sh``::
         srv.kill()                        # SIGKILL, like a crash
         srv.start()                       # same port, same data directory
 
-Persistence is off unless ``aof=True`` (``appendonly yes`` + ``appendfsync always``).
+Persistence is off unless ``aof=True`` (``appendonly yes`` + ``appendfsync always``;
+``appendfsync="everysec"`` or ``"no"`` choose another fsync policy).
 The server listens on 127.0.0.1 only. Run this file as a script to start a server and
 print its URL; Ctrl-C stops it.
 """
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -77,6 +79,9 @@ class RedisServer:
         autostart: start at once (default); otherwise call :meth:`start` or use ``with``.
         unix_socket: also listen on ``<data_dir>/redis.sock`` (mode 0700); see
             :attr:`unix_url`.
+        appendfsync: with ``aof``: ``always`` (default), ``everysec`` or ``no``.
+        extra_args: more ``--option value`` arguments for ``redis-server`` (TLS ports,
+            Sentinel or Cluster settings...).
 
     Raises:
         RuntimeError: ``redis-server`` is not on PATH, or the server did not answer PING in
@@ -93,6 +98,8 @@ class RedisServer:
         autostart: bool = True,
         executable: str = "redis-server",
         unix_socket: bool = False,
+        appendfsync: str = "always",
+        extra_args: Sequence[str] = (),
     ) -> None:
         found = shutil.which(executable)
         if found is None:
@@ -114,6 +121,10 @@ class RedisServer:
         )
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.unix_socket = unix_socket
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
+        self.appendfsync = appendfsync
+        self.extra_args = list(extra_args)
         self.config = HERE / ("redis-aof.conf" if aof else "redis.conf")
         self.proc: subprocess.Popen[bytes] | None = None
         if autostart:
@@ -147,7 +158,8 @@ class RedisServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<RedisServer {self.host}:{self.port} aof={self.aof} {state}>"
+        aof = self.appendfsync if self.aof else "off"
+        return f"<RedisServer {self.host}:{self.port} aof={aof} {state}>"
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> RedisServer:
@@ -183,6 +195,9 @@ class RedisServer:
             argv += ["--requirepass", self.password]
         if self.unix_socket:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        if self.aof:
+            argv += ["--appendfsync", self.appendfsync]
+        argv += self.extra_args
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -5,7 +5,8 @@ Every command goes through :meth:`Client.run`. redis-py's own retries are switch
 took effect. Instead each call declares a retry policy:
 
 * a failure while *connecting* (nothing was sent) is always retried, with backoff, at most
-  ``retries`` times and not after ``connect_timeout`` seconds have passed;
+  ``retries`` times and not after the retry budget (``retry_for`` seconds, default
+  ``connect_timeout``) has passed since the call started;
 * a failure after the command was sent is ambiguous (the server may have executed it):
   ``SAFE`` operations are idempotent and retried; ``FALSE_UNKNOWN`` operations are retried,
   but a falsy answer after an ambiguous failure raises
@@ -130,9 +131,13 @@ class Client:
         pool: the redis-py pool (fork-safe: it resets itself in a child process).
         where: ``host:port`` or the socket path, for messages.
         url: the redacted backend URL, for :attr:`BackendUnavailable.url`.
-        retries: retries after a failed connect or a retryable ambiguous failure.
-        connect_timeout: no retry starts after this many seconds.
+        retries: retries after a failed connect or a retryable ambiguous failure (None:
+            as many as fit in the budget).
+        connect_timeout: the TCP connect timeout of one attempt.
         socket_timeout: extra read allowance on top of a blocking command's own timeout.
+        retry_for: the retry budget in seconds: no retry starts after it (None: the legacy
+            budget, ``connect_timeout`` for connection failures and 5 s while the server
+            loads its data set).
     """
 
     def __init__(
@@ -141,9 +146,10 @@ class Client:
         *,
         where: str,
         url: str,
-        retries: int,
+        retries: int | None,
         connect_timeout: float,
         socket_timeout: float,
+        retry_for: float | None = None,
     ) -> None:
         self.pool = pool
         self.where = where
@@ -151,6 +157,7 @@ class Client:
         self.retries = retries
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
+        self.retry_for = retry_for
         self._local = threading.local()
         self._all: weakref.WeakSet[Any] = weakref.WeakSet()
         self._all_lock = threading.Lock()
@@ -298,9 +305,9 @@ class Client:
                 # Nothing was sent: always safe to try again.
                 if self._may_retry(attempt, started):
                     attempt += 1
-                    self._backoff(attempt)
+                    self._backoff(attempt, started)
                     continue
-                raise self._unavailable(exc, what, ambiguous, policy) from exc
+                raise self._unavailable(exc, what, ambiguous, policy, started) from exc
             except RedisError as exc:
                 raise BackendUnavailable(
                     f"Redis at {self.where} failed the connection handshake "
@@ -314,21 +321,21 @@ class Client:
             except BusyLoadingError as exc:
                 # The server is loading its data set and executed nothing.
                 conn.disconnect()
-                if self._may_retry(attempt, started, window=max(self.connect_timeout, 5.0)):
+                if self._may_retry(attempt, started, loading=True):
                     attempt += 1
-                    self._backoff(attempt)
+                    self._backoff(attempt, started)
                     continue
-                raise self._unavailable(exc, what, ambiguous, policy) from exc
+                raise self._unavailable(exc, what, ambiguous, policy, started) from exc
             except _CONNECTION_ERRORS as exc:
                 conn.disconnect()
                 if policy is Policy.NEVER:
-                    raise self._unavailable(exc, what, True, policy) from exc
+                    raise self._unavailable(exc, what, True, policy, started) from exc
                 ambiguous = True
                 if self._may_retry(attempt, started):
                     attempt += 1
-                    self._backoff(attempt)
+                    self._backoff(attempt, started)
                     continue
-                raise self._unavailable(exc, what, ambiguous, policy) from exc
+                raise self._unavailable(exc, what, ambiguous, policy, started) from exc
             except ResponseError as exc:
                 raise self._response_error(exc, what) from exc
             except RedisError as exc:
@@ -344,14 +351,22 @@ class Client:
                 )
             return result
 
-    def _may_retry(self, attempt: int, started: float, window: float | None = None) -> bool:
-        if window is None:
-            window = self.connect_timeout
-        return attempt < self.retries and time.monotonic() - started < window
+    def _budget(self, loading: bool = False) -> float:
+        if self.retry_for is not None:
+            return self.retry_for
+        return max(self.connect_timeout, 5.0) if loading else self.connect_timeout
 
-    @staticmethod
-    def _backoff(attempt: int) -> None:
-        time.sleep(min(0.05 * 2 ** (attempt - 1), 0.5))
+    def _may_retry(self, attempt: int, started: float, *, loading: bool = False) -> bool:
+        if self.retries is not None and attempt >= self.retries:
+            return False
+        return time.monotonic() - started < self._budget(loading)
+
+    def _backoff(self, attempt: int, started: float) -> None:
+        """Sleep 50 ms doubling up to 500 ms, never past the end of the retry budget."""
+        pause = min(0.05 * 2 ** (attempt - 1), 0.5)
+        if self.retry_for is not None:
+            pause = min(pause, max(self.retry_for - (time.monotonic() - started), 0.0))
+        time.sleep(pause)
 
     def _auth_error(self, exc: AuthenticationError) -> BackendUnavailable:
         # redis-py's messages never echo the password; keep only the server's short reason.
@@ -362,9 +377,12 @@ class Client:
         )
 
     def _unavailable(
-        self, exc: BaseException, what: str, ambiguous: bool, policy: Policy
+        self, exc: BaseException, what: str, ambiguous: bool, policy: Policy, started: float
     ) -> BackendUnavailable:
         reason = f"{type(exc).__name__}: {_reason(exc)}"
+        spent = time.monotonic() - started
+        if spent >= 0.05:
+            reason += f"; gave up after {spent:.1f} s"
         if ambiguous and policy is not Policy.SAFE:
             return OutcomeUnknown(
                 f"Redis at {self.where}: connection lost after {what} was sent ({reason}); "

@@ -11,11 +11,18 @@ Options (query string; anything else is :class:`~unidist.errors.InvalidURL`):
 * ``prefix`` (default ``unidist:``): every key starts with it; no braces, glob characters or
   whitespace.
 * ``db``: database number (also the ``/db`` path of ``redis://``).
-* ``connect_timeout`` (default 1.5 s): TCP connect timeout; also the window in which a failed
-  operation is retried.
+* ``connect_timeout`` (default 1.5 s): TCP connect timeout of one attempt; also the retry
+  budget when ``retry_for`` is not given.
+* ``retry_for`` (seconds): the retry budget. While the server is unreachable, restarting or
+  loading its data, an operation retries (backoff 50 ms doubling to 500 ms) for at most this
+  long, then raises :class:`~unidist.errors.BackendUnavailable`; the longest stall is
+  ``retry_for`` plus one attempt (``connect_timeout`` to connect, ``socket_timeout`` once
+  sent). With ``retry_for`` the number of retries is unbounded unless ``retries`` is given.
+  Without it: ``connect_timeout`` for connection failures, 5 s while the server loads.
 * ``socket_timeout`` (default 5 s): how long one command may take before the server counts
   as unavailable (blocking waits get their own timeout on top).
-* ``retries`` (default 3): retries after a connection failure, backoff 50 ms doubling.
+* ``retries`` (default 3, unbounded when ``retry_for`` is given): retries after a
+  connection failure, backoff 50 ms doubling.
 * Connections: one per thread that uses the backend, closed when the thread ends.
 * ``health_check_interval``: seconds after which an idle connection is PINGed before use.
 * ``client_name``: ``CLIENT SETNAME`` of the connections.
@@ -161,6 +168,7 @@ class RedisBackend(Backend):
         "connect_timeout": _opt_positive,
         "socket_timeout": _opt_positive,
         "retries": opt_int,
+        "retry_for": _opt_positive,
         "health_check_interval": opt_float,
         "client_name": opt_str,
         "ssl_cert_reqs": opt_choice("required", "optional", "none"),
@@ -193,9 +201,10 @@ class RedisBackend(Backend):
             pool,
             where=where,
             url=self.url,
-            retries=opts.get("retries", 3),
+            retries=opts.get("retries", None if "retry_for" in opts else 3),
             connect_timeout=self.connect_timeout,
             socket_timeout=self.socket_timeout,
+            retry_for=opts.get("retry_for"),
         )
         self._scripts = load_scripts()
         self._local = threading.local()
@@ -417,14 +426,16 @@ class RedisBackend(Backend):
             ) from exc
         return owner
 
-    def lock_break(self, name: str) -> int:
-        """Free every slot of ``name`` and wake all its waiters; returns the live slots freed.
+    def lock_break(self, name: str, holder: str | None = None) -> int:
+        """Free every slot of ``name`` (or only ``holder``'s) and wake its waiters; returns
+        the live slots freed.
 
         Raises:
             OutcomeUnknown: the reply was lost (never retried after sending).
         """
         keys = self.keys.lock(name)
-        return int(self._run("lock_break", keys, [self._waiter_ttl_us()], Policy.NEVER))
+        args: list[str | int] = [self._waiter_ttl_us(), holder or ""]
+        return int(self._run("lock_break", keys, args, Policy.NEVER))
 
     def locks(self) -> dict[str, list[dict[str, JSON]]]:
         """Every lock with a live holder (``SCAN`` under the prefix), mapped to its owners."""
