@@ -49,7 +49,7 @@ def resolve_backend(backend: Backend | str | None) -> Backend:
 
 def owner_info() -> dict[str, JSON]:
     """The owner record published with a lock grant: host, pid, thread name, and ``member``
-    (the member id) while a cluster membership is current."""
+    (the member id) and ``incarnation`` while a cluster membership is current."""
     info: dict[str, JSON] = {
         "host": HOST,
         "pid": os.getpid(),
@@ -58,6 +58,7 @@ def owner_info() -> dict[str, JSON]:
     member = current_member()
     if member is not None:
         info["member"] = member.member_id
+        info["incarnation"] = member.incarnation
     return info
 
 

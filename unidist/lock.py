@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -33,7 +33,10 @@ from unidist.backends.base import Backend, LockGrant
 from unidist.codec import JSON
 from unidist.errors import LockNotOwned, LockTimeout
 
-__all__ = ["SharedLock", "SharedSemaphore"]
+if TYPE_CHECKING:
+    from unidist.state import SharedState
+
+__all__ = ["SharedLock", "SharedSemaphore", "fenced_get", "fenced_set"]
 
 MAX_LIMIT: Final = 10_000
 _log = structlog.get_logger("unidist.lock")
@@ -392,3 +395,74 @@ class SharedSemaphore(_LockBase):
         """The longest-standing holder's record, or None when no slot is held."""
         owners = self._backend.lock_owners(self._name)
         return owners[0] if owners else None
+
+
+# ---------------------------------------------------------------------- fenced writes
+
+
+def _check_token(token: object) -> int:
+    if isinstance(token, bool) or not isinstance(token, int):
+        raise TypeError(f"token must be an int (a lock's .token), not {type(token).__name__}")
+    return token
+
+
+def fenced_set(state: SharedState, key: str, value: JSON, token: int) -> bool:
+    """Write ``value`` under ``key`` of ``state`` only if no write with a larger fencing token
+    came first: the storage-side check that makes a lock safe against paused holders.
+
+    The entry is stored as ``{"token": token, "value": value}``. The write is refused (False,
+    nothing changed) when the stored token is larger than ``token``; an equal token (the same
+    holder writing again) is accepted. Atomic: a compare-and-set loop on the bucket, so a
+    concurrent fenced write can never be overwritten by a staler one.
+
+    Example::
+
+        with lock.hold(timeout=5):
+            if not fenced_set(state, "config", new_config, lock.token):
+                raise RuntimeError("lost the lock: a newer holder already wrote")
+
+    Args:
+        state: the bucket holding the fenced entry (any backend).
+        key: the entry's key.
+        value: any JSON value.
+        token: the writer's fencing token (``lock.token`` while holding the lock).
+
+    Returns:
+        True if written, False if refused as stale.
+
+    Raises:
+        TypeError: ``token`` is not an int.
+        SerializationError: ``value`` is not JSON.
+        ValueError: the entry under ``key`` exists but is not a fenced entry.
+    """
+    token = _check_token(token)
+    new: JSON = {"token": token, "value": value}
+    while True:
+        current = state.get(key)
+        if current is not None and _stored_token(current, key) > token:
+            return False
+        if state.compare_and_set(key, current, new):
+            return True
+
+
+def fenced_get(state: SharedState, key: str) -> tuple[JSON, int | None]:
+    """The value and fencing token of a :func:`fenced_set` entry; ``(None, None)`` if absent.
+
+    Raises:
+        ValueError: the entry under ``key`` is not a fenced entry.
+    """
+    current = state.get(key)
+    if current is None:
+        return None, None
+    tok = _stored_token(current, key)
+    assert isinstance(current, dict)
+    return current.get("value"), tok
+
+
+def _stored_token(entry: JSON, key: str) -> int:
+    tok = entry.get("token") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or isinstance(tok, bool) or not isinstance(tok, int):
+        raise ValueError(  # noqa: TRY004  (a bad stored value, not a bad argument type)
+            f"entry {key!r} is not a fenced entry (written by fenced_set)"
+        )
+    return tok

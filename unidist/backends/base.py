@@ -235,9 +235,12 @@ class Backend(abc.ABC):
         ``token``, ``acquired_at``, ``expires_at``. Ordered by ``acquired_at``."""
 
     @abc.abstractmethod
-    def lock_break(self, name: str) -> int:
+    def lock_break(self, name: str, holder: str | None = None) -> int:
         """Forcibly free every slot of ``name`` (administrative; the CLI refuses to break a live
-        local holder before calling this). Returns how many slots were freed."""
+        local holder before calling this), or only the slot of ``holder`` (the ``holder`` of an
+        owner record, from any process: how membership fences a dead member's locks). The
+        former holders' ``lock_release``/``lock_renew`` then return False; waiters are woken.
+        Returns how many slots were freed."""
 
     @abc.abstractmethod
     def locks(self) -> dict[str, list[dict[str, JSON]]]:

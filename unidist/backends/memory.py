@@ -498,13 +498,18 @@ class MemoryBackend(Backend):
             slots = sorted(lk.slots.values(), key=lambda s: (s.acquired_at, s.token))
             return [s.record(name) for s in slots]
 
-    def lock_break(self, name: str) -> int:
+    def lock_break(self, name: str, holder: str | None = None) -> int:
         check_name(name, "lock name")
         with self._cond:
             lk = self._locks.get(name)
             if lk is None:
                 return 0
             self._prune(lk)
+            if holder is not None:
+                if lk.slots.pop(holder, None) is None:
+                    return 0
+                lk.wake_turns()
+                return 1
             n = len(lk.slots)
             lk.slots.clear()
             lk.wake_turns()
@@ -599,14 +604,14 @@ class MemoryBackend(Backend):
             if expected is None:
                 if current is not None and current != "null":
                     return False
+            elif expected == STATE_ABSENT:
+                if current is not None:
+                    return False
             elif current != expected:
                 return False
             if new is None:
                 kv.pop(key, None)
             else:
-            elif expected == STATE_ABSENT:
-                if current is not None:
-                    return False
                 kv[key] = new
             self._changed(["s", bucket, key, new])
             return True

@@ -25,6 +25,12 @@ class Active(Protocol):
         ...
 
     @property
+    def incarnation(self) -> str:
+        """The current incarnation (new on every (re)join); lock owner records carry it so
+        that a dead incarnation's locks can be broken."""
+        ...
+
+    @property
     def groups(self) -> tuple[str, ...]:
         """The member's groups."""
         ...

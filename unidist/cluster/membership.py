@@ -13,10 +13,26 @@ heartbeat, so a member that dies or stops (``kill -9``, SIGSTOP, a lost host) is
 interface's ``member_*`` and ``queue_release`` methods are used, so it works the same on
 ``memory://`` (threads), ``file://`` (processes of a host) and ``redis://`` (hosts).
 
-Membership reports suspicion, not truth: a member missing from the view may only be slow (a
-long GC or swap pause, an overloaded backend). A member that notices its own lease lapsed
-(more than ``ttl`` seconds since its last successful heartbeat, or its record gone) rejoins
-with a new **incarnation**: the others see the old incarnation leave and a new one join.
+Failure detection, in two steps. A watching member that has not seen a member's heartbeat
+change for ``ttl`` seconds (judged on its own monotonic clock) reports it **suspect**
+(:meth:`Membership.suspects`, a ``"suspect"`` event; ``"trusted"`` if beats resume). The
+member's record itself expires ``ttl + grace`` seconds after its last heartbeat (judged by the
+backend: the Redis server's clock, the host's clock on ``file://``); then it is **dead**: it
+leaves the view (a ``"left"`` event) and its incarnation is over for good.
+
+Membership reports suspicion, not truth: a suspect or even a "dead" member may only be slow
+(a long GC or swap pause, SIGSTOP, an overloaded host or backend). A member that notices its
+own lease lapsed (more than ``ttl`` seconds since its last successful heartbeat, or its record
+gone) rejoins with a new **incarnation**: the others see the old incarnation leave and a new
+one join. What the old incarnation did is fenced, never trusted again:
+
+* locks and semaphore slots acquired while a membership was current carry its member id and
+  incarnation in their owner records; whoever sees that incarnation leave (any watching
+  member, including the member itself once it resumes) breaks them with
+  ``lock_break(name, holder)``, so the old holder's ``renew()`` fails, its ``release()``
+  raises ``LockNotOwned``, the next holder gets a larger fencing token and resources that
+  check tokens (:func:`unidist.lock.fenced_set`) refuse the old holder's writes. A member that
+  leaves gracefully should release its locks first: they are broken like a dead member's.
 
 Feeding the other primitives while a membership is current (see :mod:`unidist.cluster._current`):
 
@@ -134,15 +150,17 @@ class Member:
 
 @dataclass(frozen=True)
 class MemberEvent:
-    """A change of the view: ``kind`` is ``"joined"`` or ``"left"``.
+    """A change of the view: ``kind`` is ``"joined"``, ``"suspect"``, ``"trusted"`` or ``"left"``.
 
     Attributes:
-        kind: ``"joined"`` or ``"left"`` (left includes died: the record expired).
+        kind: ``"joined"``; ``"suspect"`` (no heartbeat seen for ``ttl`` seconds: maybe dead,
+            maybe slow); ``"trusted"`` (a suspect's heartbeats resumed); ``"left"`` (left, or
+            dead: the record expired ``ttl + grace`` after its last heartbeat).
         member: the member as last seen.
         at: Unix seconds when this process noticed the change.
     """
 
-    kind: Literal["joined", "left"]
+    kind: Literal["joined", "left", "suspect", "trusted"]
     member: Member
     at: float
 
@@ -172,8 +190,10 @@ class Membership:
         groups: the member's groups; default the local host's groups in the cluster file
             (``$CLUSTER``), see :func:`unidist.cluster.load`.
         meta: a JSON object published with the member.
-        ttl: seconds after the last heartbeat until the member is considered gone;
-            heartbeats are sent every ``ttl / 3`` seconds.
+        ttl: seconds without a heartbeat until watchers suspect the member; heartbeats are
+            sent every ``ttl / 3`` seconds.
+        grace: further seconds until the suspect member's record expires and it is dead
+            (left the view, its locks broken); default 0: dead as soon as suspected.
         current: become the process-wide current membership while joined (fed into lock
             owner records, log records and queue deliveries).
         poll: seconds between looks at the view while joined or watched (default
@@ -194,6 +214,7 @@ class Membership:
         meta: Mapping[str, JSON] | None = None,
         ttl: float = 10,
         *,
+        grace: float = 0.0,
         current: bool = True,
         poll: float | None = None,
     ) -> None:
@@ -218,6 +239,11 @@ class Membership:
         encode(meta_obj)
         self._meta: dict[str, JSON] = meta_obj
         self._ttl = _seconds(ttl, "ttl")
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+            raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
+        if not math.isfinite(grace) or grace < 0:
+            raise ValueError(f"grace must be a finite number >= 0, got {grace!r}")
+        self._grace = float(grace)
         self._poll = min(self._ttl / 3, MAX_POLL) if poll is None else _seconds(poll, "poll")
         self._as_current = current
 
@@ -227,6 +253,12 @@ class Membership:
         self._joined_at = 0.0
         self._last_ok: float | None = None  # monotonic start of the last good heartbeat
         self._queues: dict[str, int] = {}
+        self._beats = 0
+        # (member id, incarnation) -> (last heartbeat seen, monotonic time it changed)
+        self._heard: dict[tuple[str, str], tuple[tuple[JSON, JSON], float]] = {}
+        self._suspected: dict[tuple[str, str], Member] = {}
+        self.fenced = 0  # lock slots this watcher broke for incarnations that left
+        self._raw_beats: dict[tuple[str, str], tuple[JSON, JSON]] = {}
         self._watchers: dict[int, tuple[Callback, bool]] = {}
         self._boxes: set[_queue.Queue[MemberEvent | None]] = set()
         self._watch_ids = iter(range(1, 1 << 62))
@@ -260,6 +292,11 @@ class Membership:
     def ttl(self) -> float:
         """Heartbeat ttl in seconds."""
         return self._ttl
+
+    @property
+    def grace(self) -> float:
+        """Seconds a suspect member's record outlives its ``ttl`` before it is dead."""
+        return self._grace
 
     @property
     def joined(self) -> bool:
@@ -340,13 +377,21 @@ class Membership:
     def members(self, group: str | None = None) -> list[Member]:
         """The live members (sorted by id), or those of ``group``.
 
-        A member is live while its last heartbeat is less than its ``ttl`` old.
+        A member is in the view while its last heartbeat is less than ``ttl + grace`` old
+        (judged by the backend); :meth:`suspects` tells which of them this watcher suspects.
         """
         raw = self._backend.members(MEMBERS_GROUP)
         out = [Member.from_record(mid, info) for mid, info in raw.items()]
         if group is not None:
             out = [m for m in out if group in m.groups]
         return sorted(out, key=lambda m: m.id)
+
+    def suspects(self) -> list[Member]:
+        """Members whose heartbeat this watcher has not seen change for their ``ttl``
+        (sorted by id). Suspicion, not truth: they may be dead or only slow. Needs this
+        membership to be joined or watching (the view is looked at every ``poll`` seconds)."""
+        with self._lock:
+            return sorted(self._suspected.values(), key=lambda m: m.id)
 
     def watch(self, callback: Callback, *, initial: bool = False) -> Callable[[], None]:
         """Call ``callback(event)`` (from the membership thread) for every member that joins
@@ -435,6 +480,8 @@ class Membership:
             "last_seen": time.time(),
             "incarnation": self._incarnation,
             "ttl": self._ttl,
+            "grace": self._grace,
+            "beat": self._beats,
             "queues": queues,
         }
 
@@ -443,7 +490,10 @@ class Membership:
         started = time.monotonic()
         if self._last_ok is not None and started - self._last_ok > self._ttl:
             self._new_incarnation()
-        self._backend.member_heartbeat(MEMBERS_GROUP, self._member_id, self._record(), self._ttl)
+        self._beats += 1
+        self._backend.member_heartbeat(
+            MEMBERS_GROUP, self._member_id, self._record(), self._ttl + self._grace
+        )
         self._last_ok = started
 
     def _ensure_thread(self) -> None:
@@ -491,9 +541,12 @@ class Membership:
         members that left, tell the watchers."""
         raw = self._backend.members(MEMBERS_GROUP)
         view: dict[tuple[str, str], Member] = {}
+        beats: dict[tuple[str, str], tuple[JSON, JSON]] = {}
         for mid, info in raw.items():
             member = Member.from_record(mid, info)
             view[(mid, member.incarnation)] = member
+            beats[(mid, member.incarnation)] = (info.get("beat"), info.get("last_seen"))
+        self._raw_beats = beats
         with self._lock:
             if self._joined and (self._member_id, self._incarnation) not in view:
                 # Our record is gone (expired while we were stopped, or removed): rejoin.
@@ -513,7 +566,9 @@ class Membership:
                 if key not in view:
                     events.append(MemberEvent("left", member, now))
                     self._release(member)
+                    self._fence(member)
             events += [MemberEvent("joined", m, now) for k, m in view.items() if k not in previous]
+        events += self._judge(view, now)
         for _, (cb, initial) in watchers:
             todo = [MemberEvent("joined", m, now) for m in view.values()] if initial else events
             if initial and previous is not None:
@@ -523,6 +578,52 @@ class Membership:
                     cb(event)
                 except Exception as exc:  # a watcher's bug must not stop the heartbeats
                     self.last_error = exc
+
+    def _judge(self, view: dict[tuple[str, str], Member], now: float) -> list[MemberEvent]:
+        """Track each member's heartbeats on this process's monotonic clock; suspect those
+        silent for their ttl."""
+        mono = time.monotonic()
+        events: list[MemberEvent] = []
+        with self._lock:
+            mine = (self._member_id, self._incarnation)
+            heard: dict[tuple[str, str], tuple[tuple[JSON, JSON], float]] = {}
+            for key, member in view.items():
+                raw = self._raw_beats.get(key, (None, None))
+                old = self._heard.get(key)
+                heard[key] = (raw, mono) if old is None or old[0] != raw else old
+                silent = mono - heard[key][1]
+                was = key in self._suspected
+                if key != mine and silent > (member.ttl or self._ttl):
+                    if not was:
+                        self._suspected[key] = member
+                        events.append(MemberEvent("suspect", member, now))
+                elif was:
+                    del self._suspected[key]
+                    events.append(MemberEvent("trusted", member, now))
+            self._heard = heard
+            for key in [k for k in self._suspected if k not in view]:
+                del self._suspected[key]
+        return events
+
+    def _fence(self, member: Member) -> None:
+        """Break the lock slots an incarnation that left still holds (see the module docs)."""
+        if not member.incarnation:
+            return
+        try:
+            held = self._backend.locks()
+        except UnidistError as exc:
+            self.last_error = exc
+            return
+        for name, owners in held.items():
+            for rec in owners:
+                holder = rec.get("holder")
+                if (
+                    rec.get("member") == member.id
+                    and rec.get("incarnation") == member.incarnation
+                    and isinstance(holder, str)
+                ):
+                    with contextlib.suppress(UnidistError, ValueError):
+                        self.fenced += self._backend.lock_break(name, holder)
 
     def _release(self, member: Member) -> None:
         """Give back the in-flight messages of a member incarnation that left."""

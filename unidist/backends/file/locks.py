@@ -1263,10 +1263,13 @@ class FileLocksMixin:
         except OSError as exc:
             raise self._unavailable(f"cannot read owners of lock {name!r}", exc) from exc
 
-    def lock_break(self, name: str) -> int:
-        """Free every held slot of ``name`` by renaming an empty inode over it (administrative).
+    def lock_break(self, name: str, holder: str | None = None) -> int:
+        """Free every held slot of ``name`` (or only the one whose lease record names
+        ``holder``) by renaming an empty inode over it (administrative; membership fencing).
 
-        Atomic under the meta flock. The former holders' release and renew then return False.
+        Atomic under the meta flock. The former holders' release and renew then return False,
+        even when the holder is a stopped process that still holds its flock (the flocked
+        inode is no longer the one linked at the slot's name).
 
         Returns:
             How many slots had a holder (live or with an expired lease) and were freed.
@@ -1291,6 +1294,10 @@ class FileLocksMixin:
                     except FileNotFoundError:
                         continue
                     try:
+                        if holder is not None:
+                            rec = _read_lease(fd)
+                            if rec is None or rec.get("holder") != holder:
+                                continue  # another holder's slot, or no record
                         fcntl.flock(fd, _EX_NB)
                         deadline = _claim_deadline(_read_lease(fd))
                         if deadline is None or deadline <= monotonic():

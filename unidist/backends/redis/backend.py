@@ -41,7 +41,9 @@ and visibility deadlines; client clocks never matter. All keys of one object sha
 Retries: redis-py's own retries are off. A failed connect is retried (nothing was sent); a
 connection lost after a command was sent is retried only where that is idempotent
 (``counter_add`` deduplicates by request id for 5 minutes, ``lock_acquire`` by holder,
-``queue_put`` by message id plus a per-call nonce); otherwise, or when a retry of
+``queue_put`` by message id plus a per-call nonce and the calling thread's last put);
+when the budget runs out after a send, these two raise
+:class:`~unidist.errors.OutcomeUnknown`; otherwise, or when a retry of
 ``lock_release``/``queue_ack``/``queue_nack``/``state_cas``/``member_leave`` answers "nothing
 to do", :class:`~unidist.errors.OutcomeUnknown` says the first attempt may have taken effect.
 ``queue_get``, ``state_delete``, ``lock_break``, ``queue_purge`` and ``queue_requeue_dead``
@@ -503,13 +505,13 @@ class RedisBackend(Backend):
             raise OverflowError(f"counter {name!r}: adding {delta} leaves the signed 64-bit range")
         # One dedupe record per counter and calling thread (a thread retries only its latest
         # request), so the records stay as few as the threads, not as the increments.
-        caller = f"{self._caller_token}.{os.getpid()}.{threading.get_ident()}"
+        caller = self._caller()
         parts = [str(delta)] if INT64_MIN < delta <= INT64_MAX else _split_delta(delta)
         reply = self._client.script(
             self._scripts["counter_add"],
             [key, _keys.KeySpace.request_record(key, caller)],
             [REQUEST_TTL_MS, request_id, *parts],
-            Policy.SAFE,
+            Policy.DEDUPED,
         )
         if int(reply[0]) == 1:
             return int(reply[1])
@@ -520,6 +522,10 @@ class RedisBackend(Backend):
             f"counter {name!r} in Redis at {self.where} does not hold an integer ({error})",
             path=key,
         )
+
+    def _caller(self) -> str:
+        """This backend handle, process and thread: the owner of a dedupe record."""
+        return f"{self._caller_token}.{os.getpid()}.{threading.get_ident()}"
 
     def counter_get(self, name: str) -> int:
         """GET; 0 for a counter never written."""
@@ -637,7 +643,13 @@ class RedisBackend(Backend):
         """Store the message (ready, or delayed until server now + ``delay``) in one script.
 
         Idempotent on ``msg_id``; a retry after a lost reply recognises its own first attempt
-        by a per-call nonce and still returns True.
+        by a per-call nonce and still returns True, even when a consumer took the message in
+        between (the server remembers each calling thread's last put for 5 minutes). A put of
+        an id that is still queued, or that is the thread's last put, returns False.
+
+        Raises:
+            OutcomeUnknown: the reply was lost and the retry budget ran out; putting the same
+                id again is safe.
         """
         keys = self.keys.queue(name)
         check_name(msg_id, "message id")
@@ -647,8 +659,10 @@ class RedisBackend(Backend):
             _us(delay),
             _priority_rank(priority),
             secrets.token_hex(8),
+            REQUEST_TTL_MS,
         ]
-        return bool(self._run("queue_put", keys, args, Policy.SAFE))
+        record = _keys.KeySpace.request_record(keys[0][:-2], self._caller())
+        return bool(self._run("queue_put", [*keys, record], args, Policy.DEDUPED))
 
     def _take(
         self, name: str, mode: str, visibility: float, max_attempts: int, consumer: str = ""
