@@ -7,6 +7,8 @@ Exit codes (documented in the README and in ``unidist --help``):
 1      error (one line on stderr), e.g. a missing state key
 2      usage error: bad arguments or options
 3      ``queue get``: no message became ready before the timeout (nothing on stdout)
+4      ``dsh``, ``pcp``: the command or copy failed or timed out on at least one host
+5      ``dsh``, ``pcp``: no host failed, but at least one host was unreachable
 69     the backend is unreachable or unusable (EX_UNAVAILABLE)
 75     lock or semaphore busy: not acquired in time (EX_TEMPFAIL, like ``flock -E 75``)
 130    interrupted (Ctrl-C)
@@ -107,6 +109,8 @@ def cli(ctx: click.Context, url: str | None, as_json: bool, debug: bool) -> None
       1    error (one line on stderr)
       2    usage error
       3    queue get: no message before the timeout
+      4    dsh, pcp: failed or timed out on a host
+      5    dsh, pcp: a host unreachable
       69   backend unreachable
       75   lock or semaphore busy (not acquired in time)
       130  interrupted
