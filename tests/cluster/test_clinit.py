@@ -351,7 +351,9 @@ def test_cluster_level_converges_and_survives_restart(env: Env) -> None:
         other.cltab(f"web:1:a:respawn:{other.sleeper('a')}\n")
         d2 = other.daemon(*opts, "--host", "h2", name="h2")
 
-        assert main(["--url", url, "clinit", "--cluster", "web", "1"]) == 0
+        client = ["--url", url, "clinit", "--file", str(cluster), "--cluster"]
+        assert main([*client, "nosuch", "1"]) == 1
+        assert main([*client, "web", "1"]) == 0
         a = env.pid("a")
         until(lambda: d1.group("web")["state"] == "RUNNING", "h1 RUNNING")
         with pytest.raises(UnidistError, match="cluster-wide"):

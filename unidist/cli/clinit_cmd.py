@@ -61,7 +61,7 @@ def _parse_levels(values: tuple[str, ...]) -> dict[str, str]:
     "cluster_file",
     type=click.Path(dir_okay=False),
     envvar="CLUSTER",
-    help="Daemon: cluster file (default $CLUSTER) naming the hosts of each group.",
+    help="Cluster file (default $CLUSTER) naming the hosts of each group.",
 )
 @click.option("--host", help="Daemon: this host's name in the cluster file.")
 @click.option(
@@ -174,6 +174,13 @@ def clinit_cmd(
         raise click.UsageError("give GROUP LEVEL, --status or --daemon")
     try:
         if cluster:
+            if cluster_file:
+                from unidist.cluster.files import load
+
+                if group not in load(cluster_file).groups:
+                    raise click.ClickException(
+                        f"no group {group!r} in the cluster file {cluster_file}"
+                    )
             record = clinit.set_cluster_level(obj.backend(), group, level)
             if obj.as_json:
                 echo_json({"group": group, **record})

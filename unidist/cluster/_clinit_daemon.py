@@ -117,6 +117,7 @@ class Daemon:
         self._stopping = False
         self._wake = threading.Event()
         self._remote_dirty = True
+        self._pushed_at = 0.0
         now = time.time()
         self.groups = {name: _Group(name, since=now) for name in self.table.groups}
         for group, level in config.levels.items():
@@ -520,9 +521,12 @@ class Daemon:
     def _push_status(self) -> None:
         from unidist.state import SharedState
 
-        if not self._remote_dirty:
+        # Also a heartbeat: a status older than a few polls means the daemon is gone.
+        stale = time.monotonic() - self._pushed_at > max(30.0, 5 * self.cfg.poll)
+        if not self._remote_dirty and not stale:
             return
         self._remote_dirty = False
+        self._pushed_at = time.monotonic()
         snap = self.snapshot()
         try:
             SharedState(BUCKET, backend=self.cfg.url)[f"status/{self.host}"] = snap

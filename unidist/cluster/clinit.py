@@ -62,12 +62,17 @@ __all__ = [
     "default_cltab",
     "default_socket",
     "default_status_file",
+    "iso",
+    "parse_status",
     "parse_table",
     "read_table",
+    "render_status",
     "run_daemon",
     "set_cluster_level",
     "set_level",
     "status",
+    "wait_level",
+    "write_atomic",
 ]
 
 BUCKET: Final = "clinit"
@@ -297,6 +302,3 @@ def parse_status(text: str) -> dict[str, dict[str, str]]:
             "reason": parts[4] if len(parts) > 4 else "",
         }
     return out
-
-
-__all__ += ["iso", "parse_status", "render_status", "wait_level", "write_atomic"]
