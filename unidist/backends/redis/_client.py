@@ -8,7 +8,9 @@ took effect. Instead each call declares a retry policy:
   ``retries`` times and not after the retry budget (``retry_for`` seconds, default
   ``connect_timeout``) has passed since the call started;
 * a failure after the command was sent is ambiguous (the server may have executed it):
-  ``SAFE`` operations are idempotent and retried; ``FALSE_UNKNOWN`` operations are retried,
+  ``SAFE`` operations are idempotent and retried; ``DEDUPED`` operations are retried (the
+  server recognises a repeated request) but raise :class:`~unidist.errors.OutcomeUnknown`
+  when the retry budget runs out after a send; ``FALSE_UNKNOWN`` operations are retried,
   but a falsy answer after an ambiguous failure raises
   :class:`~unidist.errors.OutcomeUnknown` (the first attempt may have done the work);
   ``NEVER`` operations raise :class:`~unidist.errors.OutcomeUnknown` at once.
@@ -62,6 +64,7 @@ class Policy(enum.Enum):
     """What to do when a command may or may not have reached the server."""
 
     SAFE = "safe"
+    DEDUPED = "deduped"
     FALSE_UNKNOWN = "false_unknown"
     NEVER = "never"
 
@@ -362,8 +365,11 @@ class Client:
         return time.monotonic() - started < self._budget(loading)
 
     def _backoff(self, attempt: int, started: float) -> None:
-        """Sleep 50 ms doubling up to 500 ms, never past the end of the retry budget."""
-        pause = min(0.05 * 2 ** (attempt - 1), 0.5)
+        """No pause before the first retry (a lost reply or a dropped idle connection is
+        over at once), then 50 ms doubling up to 500 ms, never past the end of the budget."""
+        if attempt <= 1:
+            return
+        pause = min(0.05 * 2 ** (attempt - 2), 0.5)
         if self.retry_for is not None:
             pause = min(pause, max(self.retry_for - (time.monotonic() - started), 0.0))
         time.sleep(pause)
@@ -384,6 +390,7 @@ class Client:
         if spent >= 0.05:
             reason += f"; gave up after {spent:.1f} s"
         if ambiguous and policy is not Policy.SAFE:
+            # DEDUPED too: a caller who repeats a counter increment itself could add twice.
             return OutcomeUnknown(
                 f"Redis at {self.where}: connection lost after {what} was sent ({reason}); "
                 "it may or may not have taken effect",

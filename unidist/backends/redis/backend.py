@@ -14,7 +14,8 @@ Options (query string; anything else is :class:`~unidist.errors.InvalidURL`):
 * ``connect_timeout`` (default 1.5 s): TCP connect timeout of one attempt; also the retry
   budget when ``retry_for`` is not given.
 * ``retry_for`` (seconds): the retry budget. While the server is unreachable, restarting or
-  loading its data, an operation retries (backoff 50 ms doubling to 500 ms) for at most this
+  loading its data, an operation retries (the first retry at once, then after 50 ms doubling
+  to 500 ms) for at most this
   long, then raises :class:`~unidist.errors.BackendUnavailable`; the longest stall is
   ``retry_for`` plus one attempt (``connect_timeout`` to connect, ``socket_timeout`` once
   sent). With ``retry_for`` the number of retries is unbounded unless ``retries`` is given.
@@ -22,7 +23,7 @@ Options (query string; anything else is :class:`~unidist.errors.InvalidURL`):
 * ``socket_timeout`` (default 5 s): how long one command may take before the server counts
   as unavailable (blocking waits get their own timeout on top).
 * ``retries`` (default 3, unbounded when ``retry_for`` is given): retries after a
-  connection failure, backoff 50 ms doubling.
+  connection failure.
 * Connections: one per thread that uses the backend, closed when the thread ends.
 * ``health_check_interval``: seconds after which an idle connection is PINGed before use.
 * ``client_name``: ``CLIENT SETNAME`` of the connections.
@@ -42,7 +43,7 @@ Retries: redis-py's own retries are off. A failed connect is retried (nothing wa
 connection lost after a command was sent is retried only where that is idempotent
 (``counter_add`` deduplicates by request id for 5 minutes, ``lock_acquire`` by holder,
 ``queue_put`` by message id plus a per-call nonce and the calling thread's last put);
-when the budget runs out after a send, these two raise
+when the budget runs out after a send, ``counter_add`` and ``queue_put`` raise
 :class:`~unidist.errors.OutcomeUnknown`; otherwise, or when a retry of
 ``lock_release``/``queue_ack``/``queue_nack``/``state_cas``/``member_leave`` answers "nothing
 to do", :class:`~unidist.errors.OutcomeUnknown` says the first attempt may have taken effect.

@@ -26,6 +26,8 @@ several keys of that object stays in one Redis Cluster slot::
     unidist:{q:work}:f          in flight (zset id -> visibility deadline µs)
     unidist:{q:work}:x          dead (zset id -> time of death µs)
     unidist:{q:work}:s          put sequence (string, INCR)
+    unidist:{q:work}:r:<caller> "id nonce" of one calling thread's last put (dedupe of a
+                                retried put whose message was already consumed, 5 min)
     unidist:{q:work}:n          wake-up list for queue_wait
     unidist:{g:workers}:e       members (zset member -> expiry µs)
     unidist:{g:workers}:i       member infos (hash member -> JSON text)

@@ -1,6 +1,9 @@
--- Enqueue one message unless its id is already in the queue (in any state).
--- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead, 7 put sequence, 8 wake list
--- ARGV: 1 id, 2 body, 3 delay µs, 4 priority rank (16 hex), 5 nonce of this call
+-- Enqueue one message unless its id is already in the queue (in any state), or it is the
+-- calling thread's last put (which may have been consumed since: a retry must not repeat it).
+-- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead, 7 put sequence, 8 wake list,
+--       9 put record of the calling thread ("id nonce" of its last put)
+-- ARGV: 1 id, 2 body, 3 delay µs, 4 priority rank (16 hex), 5 nonce of this call,
+--       6 put record lifetime ms
 -- Meta record: "attempts enqueued_us nonce rank receipt" (receipt "-" when not in flight).
 -- Returns 1 if stored by this call (or by an earlier attempt of this same call), else 0.
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
@@ -9,6 +12,15 @@ if cur then
   if nonce == ARGV[5] then return 1 end
   return 0
 end
+local last = redis.call('GET', KEYS[9])
+if last then
+  local sep = string.find(last, ' ', 1, true)
+  if sep and string.sub(last, 1, sep - 1) == ARGV[1] then
+    if string.sub(last, sep + 1) == ARGV[5] then return 1 end
+    return 0
+  end
+end
+redis.call('SET', KEYS[9], ARGV[1] .. ' ' .. ARGV[5], 'PX', ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local seq = redis.call('INCR', KEYS[7])
