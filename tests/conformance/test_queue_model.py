@@ -17,7 +17,6 @@ import itertools
 import uuid
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -206,8 +205,11 @@ class QueueMachine(RuleBasedStateMachine):
         assert len(self.q) == want["ready"]
 
 
-def _run(backend: Backend, max_examples: int, steps: int) -> None:
-    machine = type("QueueMachineOn", (QueueMachine,), {"backend": backend})
+def run_model(
+    machine_cls: type[QueueMachine], backend: Backend, max_examples: int, steps: int
+) -> None:
+    """Run ``machine_cls`` against ``backend`` for ``max_examples`` examples."""
+    machine = type("QueueMachineOn", (machine_cls,), {"backend": backend})
     run_state_machine_as_test(
         machine,
         settings=settings(
@@ -220,12 +222,6 @@ def _run(backend: Backend, max_examples: int, steps: int) -> None:
 
 
 def test_queue_matches_model(backend: Backend) -> None:
-    """Any sequence of queue operations leaves the queue as the model says (bounded run)."""
-    _run(backend, max_examples=60, steps=30)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_queue_matches_model_soak(backend: Backend) -> None:
-    """RELIABILITY Q4: the same with 1,000 examples."""
-    _run(backend, max_examples=1000, steps=40)
+    """Any sequence of queue operations leaves the queue as the model says (bounded run;
+    RELIABILITY Q4 in tests/reliability/test_q4_model.py runs 1,000 examples at soak)."""
+    run_model(QueueMachine, backend, max_examples=40, steps=30)

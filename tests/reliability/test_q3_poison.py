@@ -4,7 +4,7 @@ Two consumer threads process ``count(150, 2000)`` good messages (1 ms of "work" 
 clean run, and again with two poison messages put first at the highest priority: one whose
 handler raises (``with q.receive()`` nacks it, so it comes straight back) and one whose
 handler "crashes" (never acks nor nacks: it comes back after the visibility timeout). Clean
-and poison runs alternate ``count(3, 10)`` times (after a warm-up run) in the same test and
+and poison runs alternate ``count(2, 10)`` times (after a warm-up run) in the same test and
 the best throughput of each kind is compared, so a burst of load on a shared machine does
 not decide the ratio.
 
@@ -123,7 +123,7 @@ def test_q3_poison_goes_dead_and_others_keep_their_throughput(
     poisoned: list[float] = []
     lost = duplicated = 0
     runs = []
-    for _ in range(count(3, 10)):
+    for _ in range(count(2, 10)):
         for poison, rates in ((False, clean), (True, poisoned)):
             rate, info = _run(backend, n, poison, rng)
             rates.append(rate)
