@@ -1,8 +1,9 @@
 """Service factories for the grid tests (imported by ``unidist serve`` in the servers).
 
-:class:`Probe` answers with its server's pid and detects overlap: every call marks the
-server busy in a file under the directory it was given, and a call that finds the mark
-already set reports ``overlap``: two clients on one server at once.
+:class:`Probe` answers with its server's pid and detects overlap: a client calls
+``enter(name)`` after acquiring and ``leave(name)`` before releasing; every ``work`` call
+says whether the caller is the one that entered. A server bound to two clients at once
+shows up as an ``enter`` that finds another owner or a ``work`` call from a non-owner.
 """
 
 from __future__ import annotations
@@ -18,33 +19,39 @@ class ProbeFailure(RuntimeError):
 
 
 class Probe:
-    """One instance per server; ``mark_dir`` collects the overlap marks."""
+    """One instance per server; ``mark_dir`` receives ``calling.<pid>`` marks from
+    :meth:`sleep` (so a test knows a call is running)."""
 
     def __init__(self, mark_dir: str, tag: str = "") -> None:
         self.pid = os.getpid()
         self.tag = tag
-        self.mark = Path(mark_dir) / f"busy.{self.pid}"
-        self.calls = 0
+        self.mark_dir = Path(mark_dir)
+        self.owner: str | None = None
+        self.overlaps: list[str] = []
 
     def whoami(self) -> dict[str, Any]:
-        """This server's pid and tag."""
-        return {"pid": self.pid, "tag": self.tag}
+        """This server's pid, tag, and the ssh alias it was started through (if any)."""
+        return {"pid": self.pid, "tag": self.tag, "node": os.environ.get("UNIDIST_TEST_NODE")}
 
-    def work(self, client: str, seconds: float = 0.01) -> dict[str, Any]:
-        """Hold the server for ``seconds`` as ``client``; report any overlap."""
-        overlap = None
-        try:
-            fd = os.open(self.mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            overlap = self.mark.read_text()
-        else:
-            os.write(fd, client.encode())
-            os.close(fd)
+    def enter(self, client: str) -> str | None:
+        """``client`` starts using this server; returns the previous owner (None if free)."""
+        previous = self.owner
+        if previous is not None:
+            self.overlaps.append(f"{client} entered while {previous} owned")
+        self.owner = client
+        return previous
+
+    def work(self, client: str, seconds: float = 0.0) -> dict[str, Any]:
+        """Hold the server for ``seconds`` as ``client``."""
         time.sleep(seconds)
-        if overlap is None:
-            self.mark.unlink()
-        self.calls += 1
-        return {"pid": self.pid, "client": client, "overlap": overlap, "calls": self.calls}
+        return {"pid": self.pid, "client": client, "owner_ok": self.owner == client}
+
+    def leave(self, client: str) -> list[str]:
+        """``client`` stops using this server; returns every overlap seen so far."""
+        if self.owner != client:
+            self.overlaps.append(f"{client} left while {self.owner} owned")
+        self.owner = None
+        return self.overlaps
 
     def fail(self, message: str) -> None:
         """Raise :class:`ProbeFailure` with ``message``."""
@@ -59,7 +66,8 @@ class Probe:
         return {1, 2}
 
     def sleep(self, seconds: float) -> int:
-        """Sleep, then return the pid."""
+        """Mark ``calling.<pid>``, sleep, then return the pid."""
+        (self.mark_dir / f"calling.{self.pid}").write_text("")
         time.sleep(seconds)
         return self.pid
 

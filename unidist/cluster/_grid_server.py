@@ -18,6 +18,7 @@ so a hint taken by a client that died before binding comes back.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
@@ -45,6 +46,8 @@ from unidist.state import SharedState
 IDLE: Final = 0.5
 #: seconds between two checks that the service still exists / the client still lives.
 CHECK: Final = 1.0
+#: a server gives up after the backend failed for this many ttls in a row.
+OUTAGE_TTLS: Final = 10
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -153,27 +156,41 @@ class Server:
         }
 
     def close(self) -> None:
-        """Leave the membership and drop this server's status entry (idempotent)."""
-        try:
+        """Leave the membership and drop this server's status entry (idempotent; with the
+        backend unreachable the membership record simply expires after the ttl)."""
+        with contextlib.suppress(UnidistError):
             if self.membership is not None:
                 self.membership.leave()
-        finally:
+        with contextlib.suppress(UnidistError):
             self.status.pop(self.server_id, None)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
-        """Serve requests until a ``stop`` request or the service record disappears."""
+        """Serve requests until a ``stop`` request or the service record disappears.
+
+        Raises:
+            BackendUnavailable: the backend stayed unreachable for ``OUTAGE_TTLS`` ttls.
+        """
+        failing_since: float | None = None
         while True:
             try:
-                request = self.requests.get(timeout=IDLE)
-            except Empty:
-                if not self._idle():
+                try:
+                    request = self.requests.get(timeout=IDLE)
+                except Empty:
+                    if not self._idle():
+                        return
+                    continue
+                if isinstance(request, dict) and not self._handle(request):
                     return
-                continue
-            if not isinstance(request, dict):
-                continue
-            if not self._handle(request):
-                return
+                failing_since = None
+            except UnidistError:
+                # Backend trouble: keep trying for a while (clients see this server leave
+                # the membership after its ttl, so they stop waiting for it meanwhile).
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since > OUTAGE_TTLS * self.ttl:
+                    raise
+                time.sleep(IDLE)
 
     def _idle(self) -> bool:
         """Housekeeping between requests; False when the server should stop."""

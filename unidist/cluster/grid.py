@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from unidist.cluster._grid_common import (
     this_host_names,
 )
 from unidist.cluster.membership import MEMBERS_GROUP, Member, Membership
+from unidist.cluster.remote import resolve_targets, ssh_argv
 from unidist.codec import JSON, encode
 from unidist.errors import Empty, LockTimeout, RemoteError, ServiceLost, UnidistError
 from unidist.queue import MessageQueue
@@ -251,42 +251,17 @@ def _backend_url(backend: Backend) -> str:
     return url if isinstance(url, str) else backend.url
 
 
-def _ssh_argv(
-    host: str, argv: Sequence[str], connect_timeout: int, options: Sequence[str] | None
-) -> list[str]:
-    from unidist.cluster import remote
-
-    ssh_argv = getattr(remote, "ssh_argv", None)
-    if ssh_argv is not None:
-        out: list[str] = ssh_argv(
-            host,
-            list(argv),
-            connect_timeout=connect_timeout,
-            ssh_options=None if options is None else list(options),
-        )
-        return out
-    opts = shlex.split(os.environ.get("UNIDIST_SSH_OPTIONS", "")) if options is None else options
-    return [
-        "ssh",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={connect_timeout}",
-        *opts,
-        host,
-        shlex.join(argv),
-    ]
-
-
 class Grid:
     """Publishes services on hosts and hands out proxies to their free servers.
 
     Args:
         backend: a Backend or URL shared by this process and every server: ``file://``
             when every target is this host, ``redis://`` across hosts (not ``memory://``).
-        targets: the hosts to publish on: a list of host names (``"localhost"`` or this
-            host's name start local subprocesses, others go over ``ssh``), or the name of
-            a group or lump of the cluster file (``$CLUSTER``). Default: this host.
+        targets: the hosts to publish on, as for :func:`unidist.cluster.run`: host names,
+            group or lump names of the cluster file (``$CLUSTER``), comma-separated lists
+            of those, or an iterable of them. ``"localhost"`` and this host's own names
+            start local subprocesses; other hosts are reached over ``ssh``. Default: this
+            host.
         ttl: membership heartbeat ttl (seconds) of servers and of this client: a server
             that dies on another host is noticed within about ``ttl``, a client that dies
             frees its servers within about ``ttl``.
@@ -301,7 +276,8 @@ class Grid:
 
     Raises:
         ValueError: a ``memory://`` backend, or a ``file://`` backend with a remote target.
-        ClusterFileError, KeyError: ``targets`` names a group the cluster file lacks.
+        ValueError: a bad host name in ``targets``.
+        ClusterFileError: the cluster file cannot be read.
     """
 
     def __init__(
@@ -324,14 +300,7 @@ class Grid:
             raise TypeError(
                 f"backend must be a Backend, a URL string or None, not {type(backend).__name__}"
             )
-        if targets is None:
-            hosts: tuple[str, ...] = ("localhost",)
-        elif isinstance(targets, str):
-            from unidist.cluster.files import load
-
-            hosts = load().group(targets)
-        else:
-            hosts = tuple(dict.fromkeys(targets))
+        hosts = ("localhost",) if targets is None else tuple(resolve_targets(targets))
         if not hosts or not all(isinstance(h, str) and h for h in hosts):
             raise ValueError(f"targets must name at least one host, got {targets!r}")
         self.targets = hosts
@@ -446,7 +415,7 @@ class Grid:
     def _start(self, service_id: str, server_id: str, host: str) -> subprocess.Popen[str]:
         argv = self._serve_argv(service_id, server_id)
         if host not in this_host_names():
-            argv = _ssh_argv(host, argv, 10, self.ssh_options)
+            argv = ssh_argv(host, argv, ssh_options=self.ssh_options)
         return subprocess.Popen(  # noqa: S603 - our own serve command line, no shell
             argv,
             stdin=subprocess.DEVNULL,
@@ -672,7 +641,7 @@ class Grid:
             while pid_alive(member.pid) and not deadline.expired:
                 time.sleep(0.02)
             return
-        argv = _ssh_argv(host, ["kill", "-9", str(member.pid)], 10, self.ssh_options)
+        argv = ssh_argv(host, ["kill", "-9", str(member.pid)], ssh_options=self.ssh_options)
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             subprocess.run(  # noqa: S603 - a fixed kill command line, no shell
                 argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False
