@@ -116,6 +116,10 @@ def _holder(url: str, name: str, limit: int = 1, ttl: float | None = None, **kw:
                     fh.read(1)
                 n += 1
             _say("touched", n)
+        elif cmd == "clock":  # this process's wall clock as unidist sees it
+            from unidist._clock import wall
+
+            _say("clock", wall())
         elif cmd == "incarnation":
             _say("incarnation", membership.incarnation if membership else "-")
         elif cmd == "exit":
@@ -275,6 +279,17 @@ class Proc:
                 raise self._fail(f"did not print {prefix!r} within {timeout} s")
             if text.startswith(prefix):
                 return text[len(prefix) :].strip()
+
+    def drain(self, timeout: float = 10.0) -> list[str]:
+        """Every line the child still prints until it ends (call after killing it)."""
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while (text := self.line(max(0.0, deadline - time.monotonic()))) is not None:
+                out.append(text)
+        except AssertionError:  # ended: its output is complete
+            return out
+        raise self._fail(f"still printing after {timeout} s")
 
     def send(self, text: str) -> None:
         assert self.proc.stdin is not None
