@@ -253,11 +253,12 @@ g:1:later:once:{env.sleeper("later")}
 
 
 def test_wait_runs_to_completion_before_the_next_line(env: Env) -> None:
-    """A wait line finishes before the next line starts; the group is STARTING meanwhile;
+    """A wait line finishes before the next line starts (the group is STARTING meanwhile);
     a failing wait is reported but does not fail the group."""
-    log = env.base / "order"
+    log, gate = env.base / "order", env.base / "gate"
+    hold = f"while [ ! -e {gate} ]; do sleep 0.05; done"
     env.cltab(
-        f"""g:1:w1:wait:sh -c 'echo w1-start >> {log}; sleep 1; echo w1-end >> {log}'
+        f"""g:1:w1:wait:sh -c 'echo w1-start >> {log}; {hold}; echo w1-end >> {log}'
 g:1:w2:wait:sh -c 'echo w2 >> {log}; exit 2'
 g:1:o:once:sh -c 'echo o >> {log}; exec sleep 60'
 """
@@ -266,6 +267,9 @@ g:1:o:once:sh -c 'echo o >> {log}; exec sleep 60'
     answer = clinit.set_level("g", "1", d.sock)
     until(lambda: log.exists(), "w1 to start")
     assert d.group("g")["state"] == "STARTING"
+    time.sleep(0.3)
+    assert log.read_text().split() == ["w1-start"], "a line started before the wait ended"
+    gate.touch()
     info = clinit.wait_level("g", answer["serial"], d.sock, timeout=DEADLINE)
     until(lambda: "o" in log.read_text().split(), "o to start")
     assert log.read_text().split() == ["w1-start", "w1-end", "w2", "o"]
@@ -366,7 +370,8 @@ def test_cluster_level_converges_and_survives_restart(env: Env) -> None:
             )
 
         until(published, "h1's status in shared state")
-        time.sleep(0.5)
+        set_at = clinit.cluster_status(url)["desired"]["web"]["set_at"]
+        until(lambda: (d2.status()["polled"] or 0) > set_at, "h2 to read the desired levels")
         assert d2.group("web")["level"] is None, "h2 is not in cluster group web"
         assert not (other.pids / "a.pid").exists()
         assert clinit.cluster_status(url)["desired"]["web"]["level"] == "1"

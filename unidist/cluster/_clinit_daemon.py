@@ -118,6 +118,7 @@ class Daemon:
         self._wake = threading.Event()
         self._remote_dirty = True
         self._pushed_at = 0.0
+        self._polled_at: float | None = None
         now = time.time()
         self.groups = {name: _Group(name, since=now) for name in self.table.groups}
         for group, level in config.levels.items():
@@ -472,6 +473,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "cltab": str(self.cfg.cltab),
                 "updated": time.time(),
+                "polled": self._polled_at,
                 "groups": groups,
             }
 
@@ -491,6 +493,7 @@ class Daemon:
     def _poll_cluster(self) -> None:
         from unidist.state import SharedState
 
+        started = time.time()
         try:
             bucket = SharedState(BUCKET, backend=self.cfg.url)
             snap = bucket.snapshot()
@@ -498,6 +501,8 @@ class Daemon:
             _log.warning("clinit_cluster_unreachable", error=str(exc))
             return
         with self._cond:
+            # When the read began: a record written before this was seen.
+            self._polled_at = started
             for name, g in self.groups.items():
                 record = snap.get(f"desired/{name}")
                 if name not in self._cluster_groups or not isinstance(record, dict):
