@@ -12,7 +12,7 @@ import click
 from unidist import __version__
 from unidist._facade import HOST
 from unidist.cli._common import echo_json
-from unidist.cli.main import EXIT_OK, Context
+from unidist.cli.main import EXIT_ERROR, EXIT_OK, Context
 from unidist.state import SharedState
 
 CHECK_BUCKET = "unidist-check"
@@ -85,6 +85,40 @@ def backend_check(obj: Context, rounds: int) -> int:
         click.echo(f"roundtrip  {info['roundtrip_ms']} ms (write + read of one state key)")
         click.echo("ok")
     return EXIT_OK
+
+
+@backend_group.command("repair")
+@click.option("--dry-run", is_flag=True, help="Only report what would be quarantined.")
+@click.pass_obj
+def backend_repair(obj: Context, dry_run: bool) -> int:
+    """Quarantine damaged records of a file:// store and keep the rest.
+
+    Bad journal records of every object go to a quarantine.*.jsonl file in the object's
+    directory; the journal keeps the remaining records. Exit 0 when nothing is left
+    unrepairable, 1 otherwise.
+    """
+    from unidist.backends.file import FileBackend
+
+    be = obj.backend()
+    if not isinstance(be, FileBackend):
+        raise click.ClickException(f"repair works on file:// stores; {be.url} is not one")
+    reports = be.repair(dry_run=dry_run)
+    if obj.as_json:
+        echo_json({"dry_run": dry_run, "objects": [r.as_dict() for r in reports]})
+    else:
+        for r in reports:
+            if r.error:
+                click.echo(f"{r.path}: cannot repair: {r.error}")
+            else:
+                verb = "would quarantine" if dry_run else "quarantined"
+                where = f" -> {r.quarantine_file}" if r.quarantine_file else ""
+                click.echo(
+                    f"{r.path}: {verb} {r.quarantined} item(s), {r.bytes_quarantined} bytes; "
+                    f"kept {r.kept} record(s){where}"
+                )
+        if not reports:
+            click.echo("nothing to repair")
+    return EXIT_ERROR if any(r.error for r in reports) else EXIT_OK
 
 
 __all__ = ["backend_group"]

@@ -251,7 +251,7 @@ class GroupCommit:
                 self.sync(pending.fd)
             if published is None or _newer(claim, published):
                 with contextlib.suppress(OSError):
-                    os.pwrite(mfd, encode_claim(claim), 0)
+                    _io.pwrite(mfd, encode_claim(claim), 0)
             return claim
         finally:
             with contextlib.suppress(OSError):

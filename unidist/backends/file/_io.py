@@ -4,6 +4,14 @@ Every path below the data directory is opened relative to an already-open direct
 descriptor with ``O_NOFOLLOW``, so a symlink planted anywhere below the root is refused
 instead of followed. Files are created 0600 and directories 0700 whatever the umask (the
 mode is forced with ``fchmod`` after creation).
+
+Injectable system calls. The journal and snapshot code reaches the disk only through the
+module attributes :data:`os_open`, :data:`write`, :data:`pwrite`, :data:`pread`,
+:data:`fsync`, :data:`fdatasync`, :data:`ftruncate`, :data:`rename`, :data:`unlink` and
+:data:`mkdir` (bound to the :mod:`os` functions, so production pays one module-attribute
+lookup per call, as ``os.write`` would). The reliability tests swap them with
+:func:`injected` to record every write/fsync/rename of an operation sequence (simulated power
+loss) or to fail the Nth one with ``ENOSPC``/``EIO``/``EACCES``.
 """
 
 from __future__ import annotations
@@ -12,7 +20,54 @@ import contextlib
 import errno
 import os
 import secrets
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+# The system calls of the data path (see the module docs); replaced only by `injected`.
+os_open: Callable[..., int] = os.open
+write: Callable[[int, Any], int] = os.write
+pwrite: Callable[[int, Any, int], int] = os.pwrite
+pread: Callable[[int, int, int], bytes] = os.pread
+fsync: Callable[[int], None] = os.fsync
+fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+ftruncate: Callable[[int, int], None] = os.ftruncate
+rename: Callable[..., None] = os.rename
+unlink: Callable[..., None] = os.unlink
+mkdir: Callable[..., None] = os.mkdir
+
+SYSCALLS: Final = (
+    "os_open",
+    "write",
+    "pwrite",
+    "pread",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "rename",
+    "unlink",
+    "mkdir",
+)
+
+
+@contextlib.contextmanager
+def injected(layer: object) -> Iterator[None]:
+    """Route the data path's system calls through ``layer`` while the block runs (tests).
+
+    ``layer`` provides any of the names in :data:`SYSCALLS` as attributes with the signature
+    of the :mod:`os` function; the others stay the real ones. Not thread-aware: install it
+    before the threads that should see it start and remove it after they finish.
+    """
+    g = globals()
+    saved = {name: g[name] for name in SYSCALLS}
+    try:
+        for name in SYSCALLS:
+            fn = getattr(layer, name, None)
+            if fn is not None:
+                g[name] = fn
+        yield
+    finally:
+        g.update(saved)
+
 
 FILE_MODE: Final = 0o600
 DIR_MODE: Final = 0o700
@@ -50,12 +105,12 @@ def open_dir(name: str, dir_fd: int | None, *, create: bool) -> int | None:
     created = False
     if create:
         try:
-            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+            mkdir(name, DIR_MODE, dir_fd=dir_fd)
             created = True
         except FileExistsError:
             pass
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = os_open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         if create:
             raise
@@ -81,7 +136,7 @@ def open_file(name: str, dir_fd: int, flags: int, *, create: bool = False) -> in
     flags |= os.O_NOFOLLOW | os.O_CLOEXEC
     if create:
         try:
-            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
+            fd = os_open(name, flags | os.O_CREAT | os.O_EXCL, FILE_MODE, dir_fd=dir_fd)
         except FileExistsError:
             pass
         except OSError as exc:
@@ -94,7 +149,7 @@ def open_file(name: str, dir_fd: int, flags: int, *, create: bool = False) -> in
                 raise
             return fd
     try:
-        return os.open(name, flags, dir_fd=dir_fd)
+        return os_open(name, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -109,7 +164,7 @@ def write_all(fd: int, data: bytes) -> None:
     """
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = write(fd, view)
         if n <= 0:
             raise OSError(errno.EIO, "write returned 0 bytes")
         view = view[n:]
@@ -117,7 +172,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 def fsync_dir(dir_fd: int) -> None:
     """fsync a directory so that created/renamed/removed entries are durable."""
-    os.fsync(dir_fd)
+    fsync(dir_fd)
 
 
 def tmp_name(final: str) -> str:
@@ -136,19 +191,19 @@ def atomic_write(dir_fd: int, final: str, data: bytes, *, durable: bool) -> None
         OSError: the replacement did not happen (the temporary file is removed).
     """
     tmp = tmp_name(final)
-    fd = os.open(tmp, _NEW_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    fd = os_open(tmp, _NEW_FLAGS, FILE_MODE, dir_fd=dir_fd)
     try:
         try:
             os.fchmod(fd, FILE_MODE)
             write_all(fd, data)
             if durable:
-                os.fsync(fd)
+                fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        rename(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
+            unlink(tmp, dir_fd=dir_fd)
         raise
     if durable:
         fsync_dir(dir_fd)

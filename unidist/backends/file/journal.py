@@ -17,6 +17,15 @@ nothing. An invalid record followed by nothing valid is a *torn tail* (a writer 
 machine lost power mid-append): the scan reports where the valid part ends so the caller can
 cut it. An invalid record followed by any valid record is *damage in the middle*:
 :class:`~unidist.errors.CorruptData` naming file and offset.
+
+One exception, the signature of a power loss: an invalid stretch that holds a whole
+512-byte-aligned sector of zero bytes, followed by valid records, is a *lost-write hole*.
+The kernel wrote back later pages of the file before an earlier one; that cannot happen below
+the last successful fsync (fsync makes every earlier write of the file durable), so the
+stretch and everything after it were never synced and, under ``fsync=always``, never
+acknowledged. It is cut like a torn tail (with a warning) instead of refusing to open.
+Records never contain such a sector (JSON text has no NUL bytes), so bit rot, a garbled
+record or a foreign file are still :class:`CorruptData`.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ HEADER_SIZE: Final = _HEAD.size + _CRC.size  # 18 bytes
 #: the largest payload one record may carry (256 MiB); larger puts raise ValueError.
 MAX_RECORD: Final = 256 * 1024 * 1024
 FORMAT_VERSION: Final = 1
+#: the unit a disk writes atomically at best; a zero-filled aligned one marks a lost write.
+SECTOR: Final = 512
+_ZERO_SECTOR: Final = bytes(SECTOR)
 
 
 class RecordTooLarge(ValueError):
@@ -99,11 +111,24 @@ class Scan:
         records: (file offset, seq, decoded JSON object) per valid record, in order.
         end: file offset just past the last valid record.
         torn: bytes after ``end`` that belong to a torn tail (0 if none).
+        hole: the torn part starts with a lost-write hole and valid-looking (never synced)
+            records follow it; they are cut too.
     """
 
     records: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     end: int = 0
     torn: int = 0
+    hole: bool = False
+
+
+def _zero_sector_in(raw: bytes, start: int, stop: int, base: int) -> bool:
+    """Whether ``raw[start:stop]`` holds a whole all-zero sector aligned in the file."""
+    pos = start + (-(base + start)) % SECTOR
+    while pos + SECTOR <= stop:
+        if raw[pos : pos + SECTOR] == _ZERO_SECTOR:
+            return True
+        pos += SECTOR
+    return False
 
 
 def decode_payload(payload: bytes, path: str, offset: int) -> dict[str, Any]:
@@ -138,8 +163,9 @@ def scan(data: bytes, *, path: str, base: int, next_seq: int, max_len: int = MAX
         record after them are reported in ``torn`` (the caller cuts them).
 
     Raises:
-        CorruptData: an invalid record is followed by a valid one, a valid record carries the
-            wrong sequence number, or a payload is not a JSON object.
+        CorruptData: an invalid record is followed by a valid one (unless the invalid stretch
+            is a lost-write hole, see the module docs), a valid record carries the wrong
+            sequence number, or a payload is not a JSON object.
     """
     buf = memoryview(data)
     out = Scan()
@@ -164,7 +190,9 @@ def scan(data: bytes, *, path: str, base: int, next_seq: int, max_len: int = MAX
     out.end = base + pos
     if pos < size:
         later = _next_valid(buf, pos + 1, max_len)
-        if later is not None:
+        if later is not None and _zero_sector_in(data, pos, later, base):
+            out.hole = True
+        elif later is not None:
             raise CorruptData(
                 f"{path}: damaged record at offset {base + pos} followed by valid data at offset "
                 f"{base + later}; refusing to skip it (restore from backup or repair)",

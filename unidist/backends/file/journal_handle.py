@@ -65,7 +65,12 @@ from unidist.errors import BackendUnavailable, CorruptData
 
 log = logging.getLogger("unidist.backends.file")
 
-_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+def _fdatasync(fd: int) -> None:
+    """fdatasync through the injectable I/O layer (tests also replace this name)."""
+    _io.fdatasync(fd)
+
+
 _APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
 _SNAPSHOT_LIMIT = 1 << 62
 
@@ -334,7 +339,7 @@ class Handle:
             self.seq = seq
         self.offset = sc.end
         if sc.torn:
-            self._cut(self.fd, sc.end, sc.torn, path)
+            self._cut(self.fd, sc.end, sc.torn, path, hole=sc.hole)
 
     def _apply(self, op: dict[str, Any], path: str, offset: int, state: Any = None) -> Any:
         target = self.state if state is None else state
@@ -348,15 +353,16 @@ class Handle:
                 offset=offset,
             ) from None
 
-    def _cut(self, fd: int, end: int, nbytes: int, path: str) -> None:
-        os.ftruncate(fd, end)
+    def _cut(self, fd: int, end: int, nbytes: int, path: str, *, hole: bool = False) -> None:
+        _io.ftruncate(fd, end)
         if self.cfg.fsync_mode != "never":
             _fdatasync(fd)
-        _warn(
-            TornTailWarning,
-            f"{path}: cut a torn tail of {nbytes} bytes at offset {end} "
-            "(an interrupted write that was never acknowledged)",
+        why = (
+            "a zero-filled hole left by a power loss, with the never-synced records after it"
+            if hole
+            else "an interrupted write that was never acknowledged"
         )
+        _warn(TornTailWarning, f"{path}: cut a torn tail of {nbytes} bytes at offset {end} ({why})")
 
     def _advance(self) -> None:
         """Move to the next generation(s); we have applied all of the sealed current one."""
@@ -427,7 +433,7 @@ class Handle:
                     offset=0,
                 )
             # Empty, zero-filled or a prefix of the header: torn right after creation.
-            os.ftruncate(fd, 0)
+            _io.ftruncate(fd, 0)
             _io.write_all(fd, header)
             self._cut(fd, len(header), len(data), path)
             return len(header), 0, 0, False
@@ -443,7 +449,7 @@ class Handle:
         if sc.torn:
             if strict:
                 raise CorruptData(f"{path}: torn tail at offset {sc.end}", path=path, offset=sc.end)
-            self._cut(fd, sc.end, sc.torn, path)
+            self._cut(fd, sc.end, sc.torn, path, hole=sc.hole)
         return sc.end, sc.records[-1][1], len(sc.records) - 1 - int(sealed), sealed
 
     def _read_snapshot(self, gen: int) -> ObjectState:
@@ -470,12 +476,11 @@ class Handle:
         if not self.cleaned:
             for tmp in [n for n in names if _io.TMP_MARK in n]:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dfd)
+                    _io.unlink(tmp, dir_fd=dfd)
                 names.discard(tmp)
             self.cleaned = True
         jgens = sorted(_gens(names, "journal."))
         sgens = _gens(names, "snap.")
-        durable = self.cfg.fsync_mode != "never"
         if not jgens:
             if sgens:
                 path = f"{self.path}/snap.{max(sgens)}"
@@ -484,15 +489,17 @@ class Handle:
                 )
             # A fresh journal.1: forget any group-commit claim about an earlier one.
             with contextlib.suppress(OSError):
-                os.unlink(SYNC_FILE, dir_fd=dfd)
-            _io.atomic_write(dfd, "journal.1", frame(0, dumps(self._header(1))), durable=durable)
+                _io.unlink(SYNC_FILE, dir_fd=dfd)
+            # Durable in every fsync mode (once per object): a power loss must never leave a
+            # journal.1 whose header is garbage, which would make the object unopenable.
+            _io.atomic_write(dfd, "journal.1", frame(0, dumps(self._header(1))), durable=True)
             jgens = [1]
         gen = jgens[-1]
         stale = [f"snap.{g}" for g in sgens if g > gen or g < gen - 1]
         stale += [f"journal.{g}" for g in jgens if g < gen - 1]
         for old in stale:
             with contextlib.suppress(OSError):
-                os.unlink(old, dir_fd=dfd)
+                _io.unlink(old, dir_fd=dfd)
         state = self._base(gen, names)
         fd = _io.open_file(f"journal.{gen}", dfd, os.O_RDWR | os.O_APPEND)
         try:
@@ -611,7 +618,7 @@ class Handle:
         unacknowledged tail written since the last complete record."""
         if truncate:
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, self.offset)
+                _io.ftruncate(self.fd, self.offset)
         if self.poisoned is not None:
             return BackendUnavailable(self.poisoned, url=self.cfg.url)
         self.poisoned = (
@@ -672,7 +679,7 @@ class Handle:
         self.compact_at = self.cfg.compact_records
         for old in (f"journal.{new - 2}", f"snap.{new - 2}"):
             with contextlib.suppress(OSError):
-                os.unlink(old, dir_fd=dfd)
+                _io.unlink(old, dir_fd=dfd)
 
 
 def _after_seal(path: str, offset: int) -> CorruptData:
@@ -695,7 +702,7 @@ def _pread_all(fd: int, offset: int, size: int) -> bytes:
     """Read exactly ``size`` bytes at ``offset`` (fewer only if the file is shorter)."""
     chunks = []
     while size > 0:
-        chunk = os.pread(fd, size, offset)
+        chunk = _io.pread(fd, size, offset)
         if not chunk:
             break
         chunks.append(chunk)

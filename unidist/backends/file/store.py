@@ -54,6 +54,7 @@ from unidist.backends.file._objects import (
 )
 from unidist.backends.file._objects_queue import QueueState
 from unidist.backends.file.journal_handle import Handle, Reopen, StoreConfig
+from unidist.backends.file.repair import RepairReport, repair_object
 from unidist.codec import JSON, decode, encode
 from unidist.errors import BackendUnavailable, InvalidName
 
@@ -189,7 +190,7 @@ class FileStoreMixin:
         if got is not None:
             self._dirfds[family] = got
             if create and self.fsync_mode != "never":
-                os.fsync(root_fd)
+                _io.fsync(root_fd)
         return got
 
     def _handle(self, kind: str, name: str, create: bool) -> Handle | None:
@@ -211,7 +212,7 @@ class FileStoreMixin:
                 if dir_fd is None:
                     return None
                 if create and self.fsync_mode != "never":
-                    os.fsync(fam_fd)
+                    _io.fsync(fam_fd)
                 h = Handle(self._cfg, cls, family, name, dir_fd)
             except OSError as exc:
                 raise BackendUnavailable(
@@ -265,6 +266,48 @@ class FileStoreMixin:
             if stat.S_ISDIR(st.st_mode):
                 out.append(n)
         return out
+
+    # ------------------------------------------------------------------ repair
+    def repair(self, *, dry_run: bool = False) -> list[RepairReport]:
+        """Quarantine damaged journal records of every object and keep the rest.
+
+        For each object (counters, buckets, queues, groups) the bad stretches and records of
+        its current journal go to a ``quarantine.*.jsonl`` side file in its directory and the
+        journal is rewritten with the records that remain (see
+        :mod:`unidist.backends.file.repair`). This process's open handles are closed first,
+        so its next operation replays the repaired journal; other processes reload it too.
+
+        Args:
+            dry_run: only report what would be quarantined.
+
+        Returns:
+            One report per object that had something quarantined or could not be repaired
+            (``error`` set: e.g. a damaged snapshot whose previous generation is gone).
+
+        Raises:
+            BackendUnavailable: the data directory cannot be read or written.
+        """
+        self._close_store()
+        reports: list[RepairReport] = []
+        for kind, (family, cls, _) in _FAMILIES.items():
+            for name in self._names(kind):
+                try:
+                    with self._hlock:
+                        fam_fd = self._family_fd(family, False)
+                        dir_fd = (
+                            None if fam_fd is None else _io.open_dir(name, fam_fd, create=False)
+                        )
+                    if dir_fd is None:
+                        continue
+                    rep = repair_object(self._cfg, cls, family, name, dir_fd, dry_run=dry_run)
+                except OSError as exc:
+                    raise BackendUnavailable(
+                        f"cannot repair {self.root}/{family}/{name}: {exc.strerror or exc}",
+                        url=self._cfg.url,
+                    ) from exc
+                if rep.quarantined or rep.error:
+                    reports.append(rep)
+        return reports
 
     # ------------------------------------------------------------------ counters
     def counter_add(self, name: str, delta: int, request_id: str) -> int:
