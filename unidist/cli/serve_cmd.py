@@ -157,6 +157,8 @@ def serve_cmd(
     code = 1
     try:
         code = _serve(url, service_id, server_id, ttl, report)
+    except SystemExit as exc:  # SIGTERM
+        code = exc.code if isinstance(exc.code, int) else 0
     except BaseException:
         traceback.print_exc()
     finally:
