@@ -132,7 +132,8 @@ def test_ssh_argv_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         ssh_argv("n", "x", connect_timeout=0)
     scp = scp_argv("n", ["rel:name", "-oX"], "/srv", ssh_options=[])
-    assert scp[-4:] == ["--", os.path.abspath("rel:name"), os.path.abspath("-oX"), "n:/srv"]
+    assert scp[-4:] == ["--", os.path.abspath("rel:name"), os.path.abspath("-oX"), "n:/srv/"]
+    assert scp_argv("n", ["f"], "/", ssh_options=[])[-1] == "n:/"
     assert "BatchMode=yes" in scp
 
 
@@ -285,9 +286,10 @@ def test_copy_files_and_directories(ssh_env: Sshd, tmp_path: Path, canary: Canar
     results = copy(["node2"], ["host:path", "-oProxyCommand=touch " + canary.name], str(dest))
     assert results["node2"].ok, results["node2"]
     assert not canary.touched()
-    missing = copy(["node2"], files[0], str(tmp_path / "no-such-dir" / "sub"))
+    missing = copy(["node2"], files[0], str(tmp_path / "no-such-dir"))  # never a file
     assert (missing["node2"].error, missing["node2"].ok) == ("failed", False)
     assert missing["node2"].exit_code not in (0, None)
+    assert not (tmp_path / "no-such-dir").exists()
 
 
 def test_hostile_remote_words_run_nothing(ssh_env: Sshd, canary: Canary) -> None:

@@ -305,7 +305,8 @@ def scp_argv(
     """The local argv that copies ``files`` into ``remote_dir`` on ``host``.
 
     Local paths are made absolute, so a name holding ``:`` is never read as a remote host
-    and one starting with ``-`` never as an option; ``--`` precedes them. ``-r`` is added when
+    and one starting with ``-`` never as an option; ``--`` precedes them. ``remote_dir``
+    gets a trailing ``/``, so scp fails rather than create a file of that name. ``-r`` is added when
     a file is a directory, ``-p`` (keep modes and times) when ``preserve``.
 
     Raises:
@@ -327,7 +328,7 @@ def scp_argv(
         *flags,
         "--",
         *paths,
-        f"{host}:{remote_dir}",
+        f"{host}:{remote_dir.rstrip('/')}/",  # a directory: a missing one is an error
     ]
 
 
