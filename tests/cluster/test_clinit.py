@@ -315,6 +315,38 @@ k:1:t:once:{stubborn}
     assert took >= 0.9, f"killed after {took:.2f}s, before the 1 s grace"
 
 
+def test_sighup_rereads_the_cltab_and_keeps_running_lines(env: Env) -> None:
+    """SIGHUP re-reads the cltab: a running line that is still there keeps its process
+    (even when its line number moved), new lines and groups wait for the next level change,
+    and a broken table is refused with the old one kept."""
+    env.cltab(f"g:1:a:respawn:{env.sleeper('a')}\n")
+    d = env.daemon()
+    d.level("g", "1")
+    a = env.pid("a")
+    env.cltab(
+        f"""# added later
+g:1:a:respawn:{env.sleeper("a")}
+g:1:b:once:{env.sleeper("b")}
+h:1:c:once:{env.sleeper("c")}
+"""
+    )
+    d.proc.send_signal(signal.SIGHUP)
+    until(lambda: "h" in d.status()["groups"], "the new group after SIGHUP")
+    assert [(p["pid"], p["line"]) for p in d.group("g")["procs"]] == [(a, 2)]
+    assert not (env.pids / "b.pid").exists()
+    info = d.level("g", "1")
+    b = env.pid("b")
+    assert sorted(p["pid"] for p in info["procs"]) == sorted([a, b])
+    os.kill(a, signal.SIGKILL)
+    env.fresh_pid("a", a)
+
+    env.cltab("g:1:a:bogus:true\n")
+    d.proc.send_signal(signal.SIGHUP)
+    until(lambda: "clinit_reload_failed" in d.out.read_text(), "the reload error")
+    assert "h" in d.status()["groups"]
+    assert d.level("h", "1")["state"] == "RUNNING", "the old table still works"
+
+
 def test_daemon_killed_and_restarted_adopts_its_level(env: Env) -> None:
     """After kill -9 of the daemon, a new daemon stops the orphans it left (pid and start
     time from the run file) and brings the group back to its level with fresh processes."""

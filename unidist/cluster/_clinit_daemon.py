@@ -49,13 +49,15 @@ _log = unidist.log.get_logger(track="clinit")
 
 def _start_ticks(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22), or
-    None when it does not exist."""
+    None when it does not exist or is a zombie (dead, waiting to be reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None
     return int(fields[19])
 
 
@@ -102,8 +104,8 @@ class _Group:
     done_serial: int = 0
     managed: bool = False
     cluster_id: str | None = None
-    procs: dict[int, _Proc] = field(default_factory=dict)
-    quick_deaths: dict[int, int] = field(default_factory=dict)
+    procs: dict[Entry, _Proc] = field(default_factory=dict)
+    quick_deaths: dict[tuple[str, str], int] = field(default_factory=dict)
     thread: threading.Thread | None = None
 
 
@@ -115,6 +117,7 @@ class Daemon:
         self.table: Table = read_table(config.cltab)
         self._cond = threading.Condition(threading.RLock())
         self._stopping = False
+        self._reload = False
         self._wake = threading.Event()
         self._remote_dirty = True
         self._pushed_at = 0.0
@@ -134,6 +137,14 @@ class Daemon:
             names = (self.host,) if config.host else (cluster.hostname, cluster.shortname)
             for name in names:
                 self._cluster_groups.update(cluster.groups_of(name))
+            if not self._cluster_groups & set(self.groups):
+                _log.warning(
+                    "clinit_no_cluster_groups",
+                    host=self.host,
+                    cluster_file=cluster.path,
+                    hint="no cltab group is a cluster group of this host; --cluster will not "
+                    "reach it",
+                )
         self.run_file = config.status_file.with_name(config.status_file.name + ".json")
 
     # ------------------------------------------------------------------------ lifecycle
@@ -157,6 +168,7 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+            signal.signal(signal.SIGHUP, self._on_signal)
         _log.info(
             "clinit_started",
             cltab=str(self.cfg.cltab),
@@ -184,6 +196,9 @@ class Daemon:
             # Short waits: the signal handler only sets a flag (taking a lock in a signal
             # handler can deadlock against the interrupted main thread).
             woken = self._wake.wait(0.25)
+            if self._reload:
+                self._reload = False
+                self.reload()
             if not self.cfg.url or self._is_stopping():
                 continue
             if time.monotonic() >= next_poll:
@@ -198,7 +213,10 @@ class Daemon:
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self._stopping = True
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stopping = True
 
     def _is_stopping(self) -> bool:
         return self._stopping
@@ -247,6 +265,45 @@ class Daemon:
                 _killpg(pid, signal.SIGKILL)
         return {k: v for k, v in levels.items() if k in self.groups}
 
+    def reload(self) -> None:
+        """Re-read the cltab (SIGHUP). A bad table is logged and the old one kept.
+
+        Running processes whose line is still there (same group, tag, mode and command, at
+        a level that includes the one they were started for) are kept and belong to the
+        new line; the others run on until their group's next level change stops them.
+        New groups appear with no level. Nothing is started or stopped by the reload.
+        """
+        try:
+            table = read_table(self.cfg.cltab)
+        except UnidistError as exc:
+            _log.error("clinit_reload_failed", error=str(exc))
+            return
+        with self._cond:
+            self.table = table
+            for name in table.groups:
+                self.groups.setdefault(name, _Group(name, since=time.time()))
+            kept = moved = 0
+            for g in self.groups.values():
+                for old, proc in list(g.procs.items()):
+                    new = self._current_entry(old, proc.level)
+                    if new is None or new is old:
+                        continue
+                    del g.procs[old]
+                    g.procs[new] = proc
+                    proc.entry = new
+                    moved += 1
+                kept += len(g.procs)
+            self._write_status()
+        _log.info("clinit_reloaded", cltab=str(self.cfg.cltab), groups=list(table.groups),
+                  running=kept, renumbered=moved)  # fmt: skip
+
+    def _current_entry(self, entry: Entry, level: str) -> Entry | None:
+        """The line of the current table that runs ``entry``'s command at ``level``."""
+        for e in self.table.entries_at(entry.group, level):
+            if (e.tag, e.mode, e.argv) == (entry.tag, entry.mode, entry.argv):
+                return e
+        return None
+
     # ------------------------------------------------------------------------ requests
     def _request(self, g: _Group, level: str) -> int:
         """Queue a move of ``g`` to ``level`` (call with the lock held); return its serial."""
@@ -293,8 +350,8 @@ class Daemon:
             previous = g.level
             g.level = target
             self._set(g, STARTING)
-            keep = {e.line for e in entries if e.mode in ("respawn", "once")}
-            victims = [p for line, p in g.procs.items() if line not in keep]
+            keep = {e for e in entries if e.mode in ("respawn", "once")}
+            victims = [p for e, p in g.procs.items() if e not in keep]
         _log.info("clinit_level", group=g.name, level=target, previous=previous)
         self._stop_procs(victims)
         note = ""
@@ -307,7 +364,7 @@ class Daemon:
                 self._stop_procs(victims)
                 continue
             with self._cond:
-                if entry.line in g.procs and entry.mode in ("respawn", "once"):
+                if entry in g.procs and entry.mode in ("respawn", "once"):
                     continue
                 proc = self._spawn(g, entry, target)
                 if proc is None:
@@ -359,7 +416,7 @@ class Daemon:
             self._set(g, FAILED, reason)
             return None
         proc = _Proc(entry, popen, level, time.time(), time.monotonic(), _start_ticks(popen.pid))
-        g.procs[entry.line] = proc
+        g.procs[entry] = proc
         _log.info("clinit_spawn", group=g.name, tag=entry.tag, mode=entry.mode, child_pid=popen.pid)
         watcher = threading.Thread(
             target=self._watch, args=(g, proc), name=f"clinit-{g.name}-{entry.tag}"
@@ -374,9 +431,9 @@ class Daemon:
         ran = time.monotonic() - proc.started_mono
         with self._cond:
             proc.code = code
-            mine = g.procs.get(proc.entry.line) is proc
+            mine = g.procs.get(proc.entry) is proc
             if mine:
-                del g.procs[proc.entry.line]
+                del g.procs[proc.entry]
             self._cond.notify_all()
             _log.info(
                 "clinit_exit", group=g.name, tag=proc.entry.tag, child_pid=proc.pid, code=code
@@ -390,7 +447,7 @@ class Daemon:
                 else:
                     self._write_status()
                 return
-            line = proc.entry.line
+            line = (proc.entry.tag, proc.level)
             deaths = 0 if ran >= self.cfg.stable else g.quick_deaths.get(line, 0)
             delay = min(self.cfg.backoff_max, self.cfg.backoff_min * 2**deaths)
             g.quick_deaths[line] = deaths + 1
@@ -403,9 +460,11 @@ class Daemon:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            if self._superseded(g, serial) or line in g.procs:
+            # The cltab may have been reloaded meanwhile: respawn the line as it is now.
+            entry = self._current_entry(proc.entry, proc.level)
+            if self._superseded(g, serial) or entry is None or entry in g.procs:
                 return
-            self._spawn(g, proc.entry, proc.level)
+            self._spawn(g, entry, proc.level)
 
     def _wait_exit(self, g: _Group, proc: _Proc, serial: int) -> int | None:
         """Wait for a wait/test command; None when the level change was superseded (the

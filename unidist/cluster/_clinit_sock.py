@@ -45,6 +45,8 @@ __all__ = [
 SOCKET_NAME: Final = "clinit.sock"
 MAX_LINE: Final = 64 * 1024
 """The longest request or answer line accepted, in bytes."""
+MAX_SOCKET_PATH: Final = 107
+"""The longest UNIX socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
 
 
 class DaemonNotRunning(UnidistError):
@@ -119,6 +121,12 @@ def bind_socket(sock_path: Path) -> socket.socket:
     Call with the daemon lock held (:func:`acquire_daemon_lock`), so any existing socket file
     is a dead daemon's.
     """
+    size = len(os.fsencode(sock_path))
+    if size > MAX_SOCKET_PATH:
+        raise UnidistError(
+            f"the socket path {sock_path} is {size} bytes long; UNIX sockets allow "
+            f"{MAX_SOCKET_PATH}: choose a shorter --socket"
+        )
     with contextlib.suppress(FileNotFoundError):
         os.unlink(sock_path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
