@@ -233,7 +233,8 @@ def test_kill_9_of_a_server_and_of_a_client(
 def test_remote_exceptions_and_json_only(grids: Grids, tmp_path: Path) -> None:
     """A remote exception arrives as RemoteError with type, message and traceback; arguments
     that are not JSON fail before sending; a result that is not JSON is a RemoteError; the
-    proxy stays usable after each."""
+    proxy stays usable after each. Once its only server is dead, acquire (even without a
+    timeout) raises ServiceLost."""
     grid = grids.grid(f"file://{tmp_path / 'be'}")
     sid, pids = grids.publish(grid)
     with grid.acquire(sid) as proxy:
@@ -263,6 +264,11 @@ def test_remote_exceptions_and_json_only(grids: Grids, tmp_path: Path) -> None:
         }
     with pytest.raises(unidist.ServiceLost):
         proxy.whoami()
+    os.kill(proxy.pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(unidist.ServiceLost, match="no live server"):
+        grid.acquire(sid)
+    assert time.monotonic() - started < TTL
 
 
 def test_services_timeout_terminate(grids: Grids, tmp_path: Path) -> None:

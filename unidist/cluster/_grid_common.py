@@ -84,6 +84,17 @@ def live_members(backend: Backend) -> dict[str, Member]:
     return {mid: Member.from_record(mid, info) for mid, info in raw.items()}
 
 
+def live_servers(backend: Backend, service_id: str) -> list[Member]:
+    """The live servers of a service (a server on this host whose pid is gone is dead,
+    even while its heartbeat record has not expired yet)."""
+    here = socket.gethostname()
+    return [
+        m
+        for m in live_members(backend).values()
+        if service_id in m.groups and (m.host != here or pid_alive(m.pid))
+    ]
+
+
 def member_alive(backend: Backend, member_id: str, incarnation: str, host: str, pid: int) -> bool:
     """True while the member's heartbeat record (this incarnation) is live and, on this
     host, its process exists (so that a ``kill -9`` is noticed at once, not after the ttl)."""

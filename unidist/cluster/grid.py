@@ -50,6 +50,7 @@ from unidist.cluster._grid_common import (
     TICK,
     free_queue,
     live_members,
+    live_servers,
     member_alive,
     pid_alive,
     request_queue,
@@ -471,7 +472,8 @@ class Grid:
 
         Raises:
             LockTimeout: no server became free within ``timeout``.
-            ServiceLost: the service does not exist or was terminated.
+            ServiceLost: the service does not exist, was terminated, or has no live
+                server left (every server died).
         """
         timeout = check_timeout(timeout)
         if service_id not in self.registry:
@@ -495,6 +497,8 @@ class Grid:
                     next_check = time.monotonic() + _SERVICE_CHECK
                     if service_id not in self.registry:
                         raise ServiceLost(f"service {service_id!r} was terminated")
+                    if not live_servers(self.backend, service_id):
+                        raise ServiceLost(f"service {service_id!r} has no live server left")
                 continue
             server_id = hint.get("server") if isinstance(hint, dict) else None
             if not isinstance(server_id, str):
@@ -529,7 +533,12 @@ class Grid:
         finally:
             if not ok:
                 self._return_reply(reply)
-        return proxy if ok else None
+        if not ok:
+            # In case the server only looked dead and binds later: this frees it again.
+            with contextlib.suppress(UnidistError):
+                proxy._requests.put({"op": "release", "lease": lease})
+            return None
+        return proxy
 
     def release(self, proxy: ServiceProxy) -> None:
         """Give ``proxy``'s server back to the pool (same as ``proxy.release()``)."""
@@ -562,12 +571,11 @@ class Grid:
     # ------------------------------------------------------------------ inspection / stop
     def services(self) -> list[ServiceInfo]:
         """Every published service with its live, free and busy server counts (by id)."""
-        members = live_members(self.backend)
         out: list[ServiceInfo] = []
         for service_id, record in sorted(self.registry.items()):
             if not isinstance(record, dict):
                 continue
-            live = {mid for mid, m in members.items() if service_id in m.groups}
+            live = {m.id for m in live_servers(self.backend, service_id)}
             states = SharedState(status_bucket(service_id), self.backend).snapshot()
             busy = 0
             for mid in live:
@@ -608,7 +616,7 @@ class Grid:
         servers = record.get("servers") if isinstance(record, dict) else None
         if isinstance(servers, dict):
             targets = {str(k): str(v) for k, v in servers.items()}
-        members = [m for m in live_members(self.backend).values() if service_id in m.groups]
+        members = live_servers(self.backend, service_id)
         for m in members:
             MessageQueue(request_queue(m.id), self.backend).put(
                 {"op": "stop"}, priority=STOP_PRIORITY
