@@ -363,7 +363,8 @@ def test_serve_foreground_until_terminated(grids: Grids, tmp_path: Path) -> None
 
 
 def test_publish_over_ssh(grids: Grids, ssh_env: Sshd, redis_server: Any) -> None:
-    """Publishing on node1 and node2 starts one server through each ssh alias; both serve."""
+    """Publishing on node1 and node2 starts one server through each ssh alias; both serve.
+    A publish that cannot reach one host fails naming it and stops the servers it did start."""
     url = f"{redis_server.url}?prefix=grid{os.getpid()}:"
     grid = grids.grid(url, ["node1", "node2"])
     sid, pids = grids.publish(grid)
@@ -373,3 +374,11 @@ def test_publish_over_ssh(grids: Grids, ssh_env: Sshd, redis_server: Any) -> Non
         assert nodes == {"node1", "node2"}
     assert grid.terminate(sid) == 2
     assert not [pid for pid in pids.values() if alive(pid)]
+
+    partial = grids.grid(url, ["node1", ssh_env.down])
+    with pytest.raises(unidist.RemoteError, match=ssh_env.down) as info:
+        partial.publish(PROBE, args=["/nonexistent"])
+    assert info.value.type_name == ""
+    assert partial.services() == []
+    view = Membership(url, groups=(), current=False).members()
+    assert [m.id for m in view if m.meta.get("role") == "grid-server"] == []

@@ -511,6 +511,9 @@ class Grid:
         member = live_members(self.backend).get(server_id)
         if member is None or (member.host in this_host_names() and not pid_alive(member.pid)):
             return None  # the hint of a dead server: dropped
+        state = SharedState(status_bucket(service_id), self.backend).get(server_id)
+        if isinstance(state, dict) and state.get("state") == "busy":
+            return None  # a duplicate hint of a bound server (it puts a new one when freed)
         reply = self._borrow_reply()
         lease = uuid.uuid4().hex
         proxy = ServiceProxy(self, service_id, member, lease, reply)
