@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -190,3 +191,38 @@ def test_progress_on_a_terminal(cluster: Path) -> None:
     assert "[0/2] running" in shown
     assert "\r\x1b[K" in shown
     assert shown.rstrip().endswith("dsh: 2 hosts: 2 ok, 0 failed, 0 timeout, 0 unreachable")
+
+
+def test_interrupt_kills_every_ssh(cluster: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops dsh with 130 and leaves no ssh behind."""
+    tag = f"{time.time_ns() % 10**6}.{os.getpid()}"  # a unique sleep argument to look for
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unidist", "dsh", "-g", "pair", "--", "sleep", tag],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while len(_ssh_with(tag)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_ssh_with(tag)) == 2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert _ssh_with(tag) == []
+
+
+def _ssh_with(text: str) -> list[int]:
+    """Local ssh processes whose command line contains ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"ssh" and text.encode() in b" ".join(argv):
+            found.append(int(entry))
+    return found
