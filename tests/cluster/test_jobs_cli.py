@@ -131,8 +131,8 @@ def test_usage_and_errors(
     path = jobs_file(tmp_path, "j.txt", ["true"])
     code, _, err = cli(capsys, "--url", url, "jobs", "run", str(path))
     assert code == 2
-    assert "-g GROUP or -w" in err
-    code, _, err = cli(capsys, "--url", url, "jobs", "run", str(path), "-g", "a", "-w", "b")
+    assert "no hosts: give -g GROUP or -w HOST" in err
+    code, _, err = cli(capsys, "--url", url, "jobs", "run", str(path), "-g", "nosuch")
     assert code == 2
     code, _, err = cli(
         capsys, "--url", url, "jobs", "run", str(path), "-w", "node1", "--slots", "0"
@@ -146,7 +146,7 @@ def test_usage_and_errors(
     assert code == 1
     assert "cannot read" in err
     code, _, err = cli(capsys, "--url", url, "jobs", "run", str(path), "-w", "-oProxyCommand=x")
-    assert code == 1
+    assert code == 2
     assert "'-oProxyCommand=x'" in err
     code, _, err = cli(capsys, "--url", url, "jobs", "status", "--batch", "nosuch")
     assert code == 1

@@ -1,11 +1,11 @@
 """``unidist jobs run|status|forget``: a batch of jobs over cluster hosts.
 
 ``jobs run FILE`` reads one job per line (a shell command line, or a JSON object
-``{"argv": [...], "name": ..., "files": [...]}``), runs them over the hosts of ``-g GROUP``
-or ``-w host1,host2`` at most ``--slots`` at a time per host, and prints a table of the jobs
-and hosts. The batch lives on the backend (``--url``): running the same command again
-resumes it without re-running finished jobs. Exit code 0 when every job exited 0, 1
-otherwise.
+``{"argv": [...], "name": ..., "files": [...]}``), runs them over the hosts of ``-g GROUP``,
+``-w host1,host2`` or the whole cluster file, at most ``--slots`` at a time per host, and
+prints a table of the jobs and hosts. The batch lives on the backend (``--url``): running
+the same command again resumes it without re-running finished jobs. Exit code 0 when every
+job exited 0, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -28,18 +28,6 @@ def _batch_from_file(path: str) -> str:
     stem = Path(path).stem if path != "-" else "stdin"
     name = _NOT_IN_NAME.sub("-", stem).lstrip(".-") or "jobs"
     return name[:190]
-
-
-def _targets(group: str | None, hosts: str | None) -> list[str] | str:
-    if bool(group) == bool(hosts):
-        raise click.UsageError("give the hosts with either -g GROUP or -w HOST[,HOST...]")
-    if group:
-        return group
-    assert hosts is not None
-    names = [h.strip() for h in hosts.split(",") if h.strip()]
-    if not names:
-        raise click.UsageError("-w needs at least one host name")
-    return names
 
 
 class _Progress:
@@ -139,8 +127,30 @@ def jobs_group() -> None:
 
 @jobs_group.command("run")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("-g", "--group", metavar="GROUP", help="A group or lump of the cluster file.")
-@click.option("-w", "--hosts", metavar="HOSTS", help="Comma-separated host names.")
+@click.option(
+    "-g",
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="GROUP",
+    help="A group or lump of the cluster file (repeatable).",
+)
+@click.option(
+    "-w",
+    "--hosts",
+    "lists",
+    multiple=True,
+    metavar="HOST,...",
+    help="Hosts, comma-separated (repeatable); user@host and ssh config aliases work.",
+)
+@click.option(
+    "--file",
+    "--cluster",
+    "cluster_file",
+    type=click.Path(dir_okay=False),
+    envvar="CLUSTER",
+    help="Cluster file (GROUP:/LUMP: format). Default: $CLUSTER.",
+)
 @click.option(
     "--slots",
     type=click.IntRange(min=1),
@@ -177,13 +187,6 @@ def jobs_group() -> None:
     help="ssh ConnectTimeout.",
 )
 @click.option(
-    "--cluster",
-    "cluster_file",
-    type=click.Path(dir_okay=False),
-    envvar="CLUSTER",
-    help="Cluster file for -g (default: $CLUSTER).",
-)
-@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar on stderr (default: when stderr is a terminal).",
@@ -192,18 +195,21 @@ def jobs_group() -> None:
 def run_cmd(
     obj: Context,
     file: str,
-    group: str | None,
-    hosts: str | None,
+    groups: tuple[str, ...],
+    lists: tuple[str, ...],
+    cluster_file: str | None,
     slots: int,
     results: str | None,
     batch: str | None,
     retries: int,
     timeout: float | None,
     connect_timeout: float,
-    cluster_file: str | None,
     progress: bool | None,
 ) -> int:
     """Run the jobs of FILE (one per line; '-' reads stdin) over hosts.
+
+    Hosts: -g GROUP and -w HOST,... (both repeatable); neither means every host of the
+    cluster file. At most --slots jobs run at once on a host.
 
     A line is a shell command line, or JSON: {"argv": [...], "name": "...", "files": [...],
     "repeat": N}. Blank lines and '#' comments are skipped. Running the same batch again
@@ -212,10 +218,10 @@ def run_cmd(
     import os
 
     import unidist.log
-    from unidist.cluster import load
+    from unidist.cli.dsh_cmd import _hosts
     from unidist.cluster.jobs import JobManager, parse_jobs
 
-    targets = _targets(group, hosts)
+    targets = _hosts(cluster_file, groups, lists)
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -226,7 +232,6 @@ def run_cmd(
         raise click.ClickException(str(exc)) from None
     if not specs:
         raise click.ClickException(f"{file}: no jobs")
-    cluster = load(cluster_file) if group else None
     show = (not obj.as_json and sys.stderr.isatty()) if progress is None else progress
     bar: _Progress | None = None
     console = None if os.environ.get("UNIDIST_LOG_CONSOLE") else "off"
@@ -244,7 +249,6 @@ def run_cmd(
             max_retries=retries,
             timeout=timeout,
             connect_timeout=connect_timeout,
-            cluster=cluster,
             on_event=lambda ev: bar.event(ev) if bar is not None else None,
         )
         manager.submit(specs)

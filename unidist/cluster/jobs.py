@@ -73,6 +73,9 @@ JOB_STATES: Final = ("pending", "running", "done", "failed")
 ``failed`` (non-zero exit, timeout, or no host reached it within ``max_retries`` retries)."""
 
 _POLL: Final = 0.1
+_SPAWN_GRACE: Final = 10.0
+"""Seconds a dead manager's attempt without a runner pid is left alone before it is run
+again: the manager may have died between starting the runner and the runner's first line."""
 _live_managers: weakref.WeakValueDictionary[str, JobManager] = weakref.WeakValueDictionary()
 
 
@@ -483,6 +486,13 @@ class JobManager:
                 else:
                     self._start_thread(run)
                 return
+            started = rec.get("started")
+            if (
+                launch.read_pid(directory) is None
+                and isinstance(started, (int, float))
+                and time.time() - started < _SPAWN_GRACE
+            ):
+                return  # a runner may be starting right now: look again at the next scan
         # Nobody can tell whether this attempt ran: it runs again.
         self._requeue(name, rec, "lost", "its manager died and its runner is gone")
 
