@@ -48,6 +48,7 @@ def _worker(role: str, url: str, conn: Connection, tag: str) -> None:
                 mid = f"{tag}-{i}"
                 q.put(i, id=mid)
                 conn.send(("put", mid))
+                time.sleep(0.004)  # keep the backlog drainable by one consumer
         elif role == "consumer":
             q = MessageQueue("q", backend=be, visibility_timeout=VISIBILITY, max_attempts=1000)
             while True:
@@ -147,9 +148,11 @@ def test_f1_kill_loop(tmp_path: Path) -> None:
             cuts.add_to(result)
             for w in workers.values():
                 ledger.drain(w)
-            assert before <= value <= ledger.incr + kills["incrementer"], (value, before)
+            # + 1: the live incrementer's call that returned but is not reported yet
+            top = ledger.incr + kills["incrementer"] + 1
+            assert before <= value <= top, (value, before, top)
             n = int(bucket or "0")
-            assert before <= n <= ledger.incr + kills["incrementer"], (n, before)
+            assert before <= n <= top, (n, before, top)
     finally:
         for w in workers.values():
             w.kill()
@@ -197,8 +200,9 @@ def test_f1_kill_loop(tmp_path: Path) -> None:
     assert result.lost == 0
     assert result.unexpected == 0
     assert final["stats"] == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
-    assert ledger.incr <= final["counter"] <= ledger.incr + kills["incrementer"]
-    assert ledger.incr <= final["bucket"] <= ledger.incr + kills["incrementer"]
+    top = ledger.incr + kills["incrementer"] + 1  # + the final kill of every worker
+    assert ledger.incr <= final["counter"] <= top
+    assert ledger.incr <= final["bucket"] <= top
     assert ledger.put
     assert ledger.consumed
     assert ledger.incr > 0
