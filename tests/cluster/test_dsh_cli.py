@@ -226,3 +226,22 @@ def _ssh_with(text: str) -> list[int]:
         if argv[0] == b"ssh" and text.encode() in b" ".join(argv):
             found.append(int(entry))
     return found
+
+
+def test_w_names_hosts_even_when_a_group_has_that_name(
+    ssh_env: Sshd,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "cluster"
+    path.write_text("GROUP:node3\nnode1\nnode2\n")
+    monkeypatch.setenv("CLUSTER", str(path))
+    code, out, _ = cli(capsys, "dsh", "-w", "node3", "--", "echo $UNIDIST_TEST_NODE")
+    assert (code, out) == (0, "node3: node3\n")
+    code, out, _ = cli(capsys, "dsh", "-g", "node3", "--", "echo $UNIDIST_TEST_NODE")
+    assert (code, sorted(out.splitlines())) == (0, ["node1: node1", "node2: node2"])
+    monkeypatch.delenv("CLUSTER")
+    code, _, err = cli(capsys, "dsh", "-g", "node3", "--", "true")
+    assert code == 2
+    assert "-g needs a cluster file" in err

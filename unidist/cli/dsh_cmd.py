@@ -25,13 +25,15 @@ import click
 from unidist.cli._common import echo_json
 from unidist.cli.main import EXIT_OK, Context
 from unidist.cluster import remote
-from unidist.cluster.files import load
+from unidist.cluster.files import Cluster, load
 from unidist.cluster.remote import FAILED, OK, TIMEOUT, UNREACHABLE, Result
 
 EXIT_HOSTS_FAILED: Final = 4
 EXIT_HOSTS_UNREACHABLE: Final = 5
 KINDS: Final = (OK, FAILED, TIMEOUT, UNREACHABLE)
 _PROGRESS_AFTER: Final = 1.0  # seconds before a progress line appears
+# Targets are resolved here already: a -w name that is also a group stays a host.
+_HOSTS_ONLY: Final = Cluster({}, (), (), hostname="")
 
 
 def _hosts(path: str | None, groups: Sequence[str], lists: Sequence[str]) -> list[str]:
@@ -41,6 +43,8 @@ def _hosts(path: str | None, groups: Sequence[str], lists: Sequence[str]) -> lis
         cluster = load(path)
         if not groups and cluster.path is None:
             raise click.UsageError("no hosts: give -g GROUP or -w HOST,... (or a cluster file)")
+        if groups and cluster.path is None:
+            raise click.UsageError("-g needs a cluster file: --file PATH or $CLUSTER")
         for name in groups or ("__all__",):
             try:
                 members = cluster.group(name)
@@ -264,6 +268,7 @@ def dsh_cmd(
             timeout=timeout,
             connect_timeout=connect_timeout,
             track=not no_track,
+            cluster=_HOSTS_ONLY,
             on_output=display.line if display else None,
             on_result=display.result if display else None,
         )
@@ -337,6 +342,7 @@ def pcp_cmd(
             timeout=timeout,
             connect_timeout=connect_timeout,
             preserve=not no_preserve,
+            cluster=_HOSTS_ONLY,
             on_result=report,
         )
     except ValueError as exc:
