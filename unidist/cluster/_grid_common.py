@@ -13,6 +13,7 @@ Everything a service needs lives in the backend under names derived from its id:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from typing import Final
@@ -45,13 +46,15 @@ def request_queue(server_id: str) -> str:
     return f"{REGISTRY}.{server_id}.req"
 
 
-def this_host_names() -> set[str]:
-    """The names under which this host can be meant (for local starts and pid checks)."""
+@functools.lru_cache(maxsize=1)
+def this_host_names() -> frozenset[str]:
+    """The names under which this host can be meant (for local starts and pid checks);
+    looked up once per process (``getfqdn`` may ask DNS)."""
     host = socket.gethostname()
     names = {"localhost", "127.0.0.1", "::1", host, host.split(".", 1)[0]}
     with contextlib.suppress(OSError):
         names.add(socket.getfqdn())
-    return names
+    return frozenset(names)
 
 
 def pid_alive(pid: int) -> bool:

@@ -108,6 +108,7 @@ class Server:
         self.generation = 0
         self._last_hint = 0.0
         self._last_check = 0.0
+        self._written = ""  # the state last written to the status bucket
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> dict[str, JSON]:
@@ -205,6 +206,8 @@ class Server:
             except UnidistError:  # backend trouble: try again at the next check
                 return True
         if self.lease is None and now - self._last_hint >= REHINT:
+            if self._written != "free":  # a status write failed: clients skip busy servers
+                self._set_status("free")
             self._put_hint()
         return True
 
@@ -217,7 +220,7 @@ class Server:
             if self.lease is None or self.lease == lease:
                 self.lease = str(lease)
                 self.client = str(request.get("client", ""))
-                self.status[self.server_id] = self._status("busy")
+                self._set_status("busy")
                 self._reply(request, {"bound": True})
             else:
                 self._reply(request, {"bound": False})
@@ -262,6 +265,11 @@ class Server:
             queue.put({"call": request.get("call"), "error": error})
 
     # ------------------------------------------------------------------ helpers
+    def _set_status(self, state: str) -> None:
+        self._written = ""
+        self.status[self.server_id] = self._status(state)
+        self._written = state
+
     def _status(self, state: str) -> dict[str, JSON]:
         return {
             "state": state,
@@ -275,7 +283,7 @@ class Server:
         self.lease = None
         self.client = ""
         self.generation += 1
-        self.status[self.server_id] = self._status("free")
+        self._set_status("free")
         self._put_hint()
 
     def _put_hint(self) -> None:

@@ -163,6 +163,8 @@ class ServiceProxy:
             SerializationError: an argument is not JSON (nothing was sent).
             ServiceLost: the server died or left while the call was in flight (the call ran
                 at most once), or the proxy was already released or lost.
+            BackendUnavailable: the backend failed while the call was in flight (the call
+                may or may not have run).
         """
         with self._lock:
             if self._released:
