@@ -97,6 +97,8 @@ class Producer:
         self.next = last + 2
         if self.next < self.total:
             self.start()
+        else:
+            self.proc = self.reader = None  # it had (nearly) finished
 
     def wait(self, timeout: float) -> None:
         if self.proc is None:
