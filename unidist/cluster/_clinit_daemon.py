@@ -196,6 +196,7 @@ class Daemon:
             # Short waits: the signal handler only sets a flag (taking a lock in a signal
             # handler can deadlock against the interrupted main thread).
             woken = self._wake.wait(0.25)
+            self._wake.clear()
             if self._reload:
                 self._reload = False
                 self.reload()
@@ -205,7 +206,6 @@ class Daemon:
                 self._poll_cluster()
                 next_poll = time.monotonic() + self.cfg.poll
             elif woken:
-                self._wake.clear()
                 self._push_status()
         self._shutdown()
         server.join(timeout=2)

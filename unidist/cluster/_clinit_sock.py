@@ -187,7 +187,9 @@ def request(sock_path: Path, message: dict[str, Any], timeout: float = 10.0) -> 
                 f"permission denied on {sock_path}: only the daemon's user (and root) may "
                 "talk to it"
             ) from exc
-        conn.sendall(json.dumps(message).encode() + b"\n")
+        # A daemon that refuses us answers without reading: read its answer all the same.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.sendall(json.dumps(message).encode() + b"\n")
         try:
             answer = json.loads(read_line(conn))
         except (ValueError, OSError) as exc:
