@@ -63,7 +63,7 @@ def test_resolve_targets_groups_lists_and_order() -> None:
     assert resolve_targets(["x", "web", " y ", "x"], CLUSTER) == ["x", "node1", "node2", "y"]
     assert resolve_targets(None, CLUSTER) == ["node1", "node2", "node3"]
     assert resolve_targets("ops@db-1.example.com", CLUSTER) == ["ops@db-1.example.com"]
-    assert resolve_targets("[::1],10.0.0.2", CLUSTER) == ["[::1]", "10.0.0.2"]
+    assert resolve_targets("[::1],10.0.0.2,fe80::1", CLUSTER) == ["[::1]", "10.0.0.2", "fe80::1"]
     assert resolve_targets([], CLUSTER) == []
 
 
@@ -94,6 +94,9 @@ def test_resolve_targets_loads_cluster_env(tmp_path: Path, monkeypatch: pytest.M
         "",
         "user@",
         "a@b@c",
+        "node1:/tmp/x",
+        "[node1]",
+        "[::1]:22",
     ],
 )
 def test_hostile_host_names_refused(bad: str) -> None:
@@ -134,6 +137,9 @@ def test_ssh_argv_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     scp = scp_argv("n", ["rel:name", "-oX"], "/srv", ssh_options=[])
     assert scp[-4:] == ["--", os.path.abspath("rel:name"), os.path.abspath("-oX"), "n:/srv/"]
     assert scp_argv("n", ["f"], "/", ssh_options=[])[-1] == "n:/"
+    # IPv6: bare for ssh, in brackets for scp (where a bare ":" would split host and path).
+    assert ssh_argv("ops@[::1]", "x", ssh_options=[])[-2] == "ops@::1"
+    assert scp_argv("ops@::1", ["f"], "/srv", ssh_options=[])[-1] == "ops@[::1]:/srv/"
     assert "BatchMode=yes" in scp
 
 

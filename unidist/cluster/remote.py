@@ -18,8 +18,9 @@ Safety rules (see ``docs/remote.md``):
   :func:`shlex.join`, so the remote shell sees exactly those words; a string is passed to the
   remote shell as a command line (``"uptime; df -h"``), like ``dsh``.
 * Host names are checked before use: a host or user starting with ``-``, or holding a
-  character outside letters, digits and ``._:-`` (``[]`` for IPv6, one ``@`` before the
-  host), is refused with :class:`ValueError`; ``--`` always precedes the host.
+  character outside letters, digits and ``._-`` (one ``@`` before the host; an IPv6
+  address bare or in ``[]``), is refused with :class:`ValueError`; ``--`` always precedes
+  the host.
 * ssh runs with ``BatchMode=yes`` (never a password or host key prompt) and a
   ``ConnectTimeout``; host key checking is left as your ssh config says.
 
@@ -47,6 +48,7 @@ and a timed-out remote command is left running.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import posixpath
@@ -93,7 +95,7 @@ ENV_SCP: Final = "UNIDIST_SCP"
 ENV_OPTIONS: Final = "UNIDIST_SSH_OPTIONS"
 SSH_FAILURE: Final = 255
 
-_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.:-]+|\[[0-9A-Fa-f:.]+\]")
+_HOST_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _USER_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 # Characters a remote shell would interpret (scp's legacy protocol passes the remote path
 # through it), plus whitespace and control characters.
@@ -147,12 +149,20 @@ class Result:
 
 
 # ---------------------------------------------------------------------------- targets
+def _split_host(host: str) -> tuple[str, str, bool]:
+    """``(user@ or "", name without brackets, is_ipv6)``."""
+    user, at, name = host.rpartition("@")
+    inner = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    return user + at, inner, ":" in inner or inner != name
+
+
 def check_host(host: object) -> str:
     """Return ``host`` if it is a safe ``[user@]host`` for ssh.
 
     Raises:
-        ValueError: it is empty, starts with ``-`` (host or user), or holds characters that
-            are not letters, digits, ``._:-`` (``[addr]`` for IPv6); the message names it.
+        ValueError: it is empty, starts with ``-`` (host or user), or is neither a name of
+            letters, digits and ``._-`` nor an IPv6 address (bare or in ``[]``); the message
+            names it.
         TypeError: it is not a str.
     """
     if not isinstance(host, str):
@@ -160,10 +170,16 @@ def check_host(host: object) -> str:
     user, at, name = host.rpartition("@")
     if name.startswith("-") or (at and user.startswith("-")):
         raise ValueError(f"refusing host {host!r}: a host or user may not start with '-'")
-    if not name or not _HOST_RE.fullmatch(name):
+    _, inner, ipv6 = _split_host(host)
+    if ipv6:
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"invalid host {host!r}: not an IPv6 address") from None
+    elif not _HOST_RE.fullmatch(name):
         raise ValueError(
-            f"invalid host name {host!r}: use letters, digits and ._:- "
-            "(optionally user@host, [addr] for IPv6)"
+            f"invalid host name {host!r}: use letters, digits and ._- "
+            "(optionally user@host, or an IPv6 address)"
         )
     if at and not _USER_RE.fullmatch(user):
         raise ValueError(f"invalid user in {host!r}: use letters, digits and ._-")
@@ -252,6 +268,18 @@ def remote_command(command: Sequence[str] | str) -> str:
     return line
 
 
+def _ssh_host(host: str) -> str:
+    """ssh wants an IPv6 address bare (``::1``)."""
+    user, inner, _ = _split_host(host)
+    return user + inner
+
+
+def _scp_host(host: str) -> str:
+    """scp wants an IPv6 address in brackets (``[::1]:dir``), else the ``:`` would split it."""
+    user, inner, ipv6 = _split_host(host)
+    return f"{user}[{inner}]" if ipv6 else user + inner
+
+
 def ssh_argv(
     host: str,
     command: Sequence[str] | str,
@@ -278,7 +306,7 @@ def ssh_argv(
         _timeout_option(connect_timeout),
         *_options(ssh_options),
         "--",
-        host,
+        _ssh_host(host),
         remote_command(command),
     ]
 
@@ -330,7 +358,7 @@ def scp_argv(
         *flags,
         "--",
         *paths,
-        f"{host}:{remote_dir.rstrip('/')}/",  # a directory: a missing one is an error
+        f"{_scp_host(host)}:{remote_dir.rstrip('/')}/",  # a directory, never a new file
     ]
 
 
