@@ -189,6 +189,7 @@ _TARGET_OPTIONS: list[Callable[[Any], Any]] = [
     click.option(
         "--parallel",
         type=click.IntRange(min=1),
+        metavar="N",
         default=32,
         show_default=True,
         help="Hosts contacted at once.",
@@ -245,7 +246,7 @@ def dsh_cmd(
     Examples:
       unidist dsh -g web -- uptime
       unidist dsh -w db1,db2 --timeout 30 -- 'systemctl is-active postgresql'
-      unidist dsh -g all --json -- cat /etc/debian_version | jq -r '.[] | .host'
+      unidist dsh -g web --json -- cat /etc/debian_version | jq -r '.[].stdout'
 
     \b
     Exit codes:
