@@ -78,6 +78,9 @@ def test_s2_kill9_shipper_mid_batch(redis_server: RedisServer, tmp_path: Path) -
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    stale = len(list(log_dir.glob(".*.tmp")))
+    for state_file in log_dir.glob(".ship-state-*.json"):  # as a kill before rename leaves it
+        (log_dir / f".{state_file.name}.0badc0ffee00.tmp").write_text('{"version": 1, "fi')
     final = ship(url, dir=log_dir, host=HOST, batch=500)
     seen = numbers(url)
     written = {(HOST, n) for n in range(total)}
@@ -92,6 +95,7 @@ def test_s2_kill9_shipper_mid_batch(redis_server: RedisServer, tmp_path: Path) -
     result.extra["kills_with_batch_in_flight"] = sum(1 for x in resent if x)
     result.extra["final_pass_resent"] = final.records - final.stored
     result.extra["rotated_files"] = len(list(log_dir.glob("jobs.log.*")))
+    result.extra["stale_temp_files"] = stale
     result.emit()
     assert result.lost == 0
     assert result.duplicated == 0
@@ -101,3 +105,4 @@ def test_s2_kill9_shipper_mid_batch(redis_server: RedisServer, tmp_path: Path) -
     assert max(resent, default=0) <= BATCH
     assert final.records - final.stored <= BATCH  # the last kill's in-flight batch at most
     assert result.extra["rotated_files"] >= 2  # rotated underneath the kills
+    assert not list(log_dir.glob(".*.tmp"))  # a kill's temp file is cleaned up

@@ -23,7 +23,8 @@ Guarantees: at-least-once from file to store. Every record's id is
 :mod:`unidist.log._store`), so a batch re-sent after a crash (``kill -9`` between the store's
 acknowledgement and the state file rename) is not stored twice. Records are lost only when a
 file is rotated past ``keep`` or deleted while the shipper is not running. One shipper per
-state file (an ``flock`` on ``<state>.lock``). If the store is down, the shipper retries with
+state file (an ``flock`` on ``<state>.lock``); temp files a killed shipper left beside the
+state file are removed at start. If the store is down, the shipper retries with
 backoff (0.1 s doubling to 5 s); ``follow=False`` gives up after ``retry_for`` seconds.
 """
 
@@ -296,6 +297,18 @@ def read_chunk(fd: int, offset: int, max_lines: int) -> tuple[bytes, int]:
     return buf[: end + 1], max_lines
 
 
+def remove_stale_temps(state_path: Path) -> int:
+    """Remove temp files a crashed shipper left beside ``state_path`` (a kill between
+    creating the temp file and renaming it over the state file); call it only while holding
+    the state file's lock. Returns how many were removed."""
+    removed = 0
+    for tmp in state_path.parent.glob(f".{state_path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def _warn(message: str) -> None:
     from unidist.log._core import warn
 
@@ -356,6 +369,7 @@ def ship(
         state_path = directory / STATE_NAME.format(tag)
     try:
         with exclusive(state_path.with_name(state_path.name + ".lock"), "shipper"):
+            remove_stale_temps(state_path)
             shipper = Shipper(
                 store,
                 directory,
