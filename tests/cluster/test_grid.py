@@ -168,12 +168,14 @@ def test_twelve_clients_share_three_servers(grids: Grids, backend_url: str) -> N
     assert [(s.id, s.servers, s.free, s.busy) for s in info] == [(sid, 3, 3, 0)]
 
 
-def test_kill_9_of_a_server_and_of_a_client(
+def test_kill_9_and_sigstop_of_servers_and_a_client(
     grids: Grids, redis_server: Any, tmp_path: Path
 ) -> None:
-    """kill -9 of a server mid-call: that client gets ServiceLost, the server leaves the
-    pool, other clients keep being served by the remaining ones; kill -9 of a client
-    process that holds a server gives that server back after the client's ttl."""
+    """Three servers A, B, C. A client process holding A is killed -9: A comes back after the
+    client's ttl. B is killed -9 mid-call: that call raises ServiceLost at once (pid gone).
+    C is SIGSTOPped under a call: the call raises ServiceLost once C's membership lapses
+    (the path for servers on other hosts); resumed and released, C serves again. Meanwhile
+    other clients keep being served, never by B."""
     url = f"{redis_server.url}?prefix=grid{os.getpid()}k:"
     grid = grids.grid(url)
     sid, pids = grids.publish(grid, n=3)
@@ -184,26 +186,31 @@ def test_kill_9_of_a_server_and_of_a_client(
     )
     try:
         assert holder.stdout is not None
-        held = json.loads(holder.stdout.readline())["pid"]
+        a_pid = json.loads(holder.stdout.readline())["pid"]
     finally:
         holder.kill()
         holder.wait()
-    victim = grid.acquire(sid, timeout=10)
-    assert victim.pid != held
-    outcome: list[Any] = []
-    caller = threading.Thread(target=lambda: outcome.append(_call_or_error(victim.sleep, 60)))
-    caller.start()
-    wait_until((tmp_path / f"calling.{victim.pid}").exists, 10, "the call to start")
+    b = grid.acquire(sid, timeout=10)
+    c = grid.acquire(sid, timeout=10)
+    assert {a_pid, b.pid, c.pid} == set(pids.values())
+
+    b_outcome: list[Any] = []
+    b_caller = threading.Thread(target=lambda: b_outcome.append(_call_or_error(b.sleep, 60)))
+    b_caller.start()
+    wait_until((tmp_path / f"calling.{b.pid}").exists, 10, "the call on B to start")
+    os.kill(c.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    c_outcome: list[Any] = []
+    c_caller = threading.Thread(target=lambda: c_outcome.append(_call_or_error(c.whoami)))
+    c_caller.start()
     killed_at = time.monotonic()
-    os.kill(victim.pid, signal.SIGKILL)
-    caller.join(timeout=TTL + 5)
-    lost_after = time.monotonic() - killed_at
-    assert not caller.is_alive()
-    assert isinstance(outcome[0], unidist.ServiceLost)
-    assert lost_after < TTL + 2
+    os.kill(b.pid, signal.SIGKILL)
+    b_caller.join(timeout=TTL + 5)
+    assert isinstance(b_outcome[0], unidist.ServiceLost)
+    assert time.monotonic() - killed_at < 2
     with pytest.raises(unidist.ServiceLost):
-        victim.whoami()
-    victim.release()
+        b.whoami()
+    b.release()
 
     lines: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -216,18 +223,26 @@ def test_kill_9_of_a_server_and_of_a_client(
     threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(6)]
     for t in threads:
         t.start()
+
+    c_caller.join(timeout=TTL + 5)
+    assert isinstance(c_outcome[0], unidist.ServiceLost)
+    assert time.monotonic() - stopped_at < TTL + 3
+    os.kill(c.pid, signal.SIGCONT)
+    c.release()
+
     for t in threads:
         t.join(timeout=60)
     assert len(lines) == 6
-    check_sessions(lines, set(pids.values()) - {victim.pid})
+    check_sessions(lines, {a_pid, c.pid})
 
     def pool() -> tuple[int, int, int]:
         s = grid.services()[0]
         return (s.servers, s.free, s.busy)
 
     wait_until(lambda: pool() == (2, 2, 0), 2 * TTL + 5, "a pool of 2 free servers")
-    with grid.acquire(sid, timeout=5) as a, grid.acquire(sid, timeout=5) as b:
-        assert {a.pid, b.pid} == set(pids.values()) - {victim.pid}
+    with grid.acquire(sid, timeout=5) as one, grid.acquire(sid, timeout=5) as two:
+        assert {one.pid, two.pid} == {a_pid, c.pid}
+        assert {one.whoami()["pid"], two.whoami()["pid"]} == {a_pid, c.pid}
 
 
 def test_remote_exceptions_and_json_only(grids: Grids, tmp_path: Path) -> None:
