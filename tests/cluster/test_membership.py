@@ -363,3 +363,58 @@ def test_log_records_carry_member_and_groups(
     assert records["during"]["member"] == "logger"
     assert records["during"]["groups"] == ["web", "db"]
     assert "member" not in records["after"]
+
+
+def test_grace_is_validated(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="grace"):
+        Membership(backend, member_id="g", groups=[], grace=-1)
+    with pytest.raises(TypeError, match="grace"):
+        Membership(backend, member_id="g", groups=[], grace="1")  # type: ignore[arg-type]
+    assert Membership(backend, member_id="g", groups=[], ttl=2, grace=3).grace == 3.0
+
+
+def test_a_silent_member_is_suspected_then_dead_and_its_locks_are_broken(
+    backend: Backend, members: list[Membership]
+) -> None:
+    """A member that beat once and went silent: suspect after its ttl (on the watcher's
+    clock), gone after ttl + grace (on the backend's), and the locks its incarnation held are
+    broken, while a lock of another incarnation of the same id is left alone."""
+    watcher = Membership(
+        backend, member_id="w", groups=[], ttl=0.3, grace=0.3, current=False, poll=0.05
+    )
+    members.append(watcher)
+    watcher.join()
+    seen: list[MemberEvent] = []
+    watcher.watch(lambda e: seen.append(e) if e.member.id == "ghost" else None)
+    now = time.time()
+    record: dict[str, JSON] = {"host": "h", "pid": 1, "groups": [], "incarnation": "inc1"}
+    record.update(ttl=0.3, beat=1, joined_at=now, last_seen=now)
+    backend.member_heartbeat(MEMBERS_GROUP, "ghost", record, 0.6)
+    mine = {"member": "ghost", "incarnation": "inc1"}
+    older = {"member": "ghost", "incarnation": "inc0"}
+    assert backend.lock_acquire("ghost-lock", 1, "ghost-holder", mine, None) is not None
+    assert backend.lock_acquire("ghost-old", 1, "old-holder", older, None) is not None
+    wait_until(lambda: [m.id for m in watcher.suspects()] == ["ghost"], 3)
+    assert [e.kind for e in seen][-1] == "suspect"
+    assert "ghost" in {m.id for m in watcher.members()}  # suspected, not yet dead
+    wait_until(lambda: any(e.kind == "left" for e in seen), 3)
+    wait_until(lambda: backend.lock_owners("ghost-lock") == [], 2)
+    assert watcher.suspects() == []
+    assert [e.kind for e in seen] == ["joined", "suspect", "left"]
+    assert watcher.fenced >= 1
+    assert [o["holder"] for o in backend.lock_owners("ghost-old")] == ["old-holder"]
+    assert backend.lock_release("ghost-old", "old-holder")
+    assert backend.lock_release("ghost-lock", "ghost-holder") is False
+
+
+def test_a_beating_member_is_not_suspected(backend: Backend, members: list[Membership]) -> None:
+    watcher = Membership(backend, member_id="w", groups=[], ttl=0.3, current=False, poll=0.05)
+    alive = Membership(backend, member_id="alive", groups=[], ttl=0.3, current=False)
+    members += [watcher, alive]
+    watcher.join()
+    alive.join()
+    seen: list[MemberEvent] = []
+    watcher.watch(lambda e: seen.append(e) if e.kind in ("suspect", "left") else None)
+    time.sleep(1.0)
+    assert seen == []
+    assert watcher.suspects() == []

@@ -16,6 +16,7 @@ from _workers import DURABLE_URL, HANDOVER_BOUND, HOLDER_TTL, children, run_work
 
 import unidist
 from unidist.backends import Backend
+from unidist.lock import fenced_get, fenced_set
 
 # A waiter blocked in acquire() takes the lock within this many seconds of its release.
 WAKE_BOUND = 0.25
@@ -339,6 +340,58 @@ def test_auto_renew_reports_a_broken_lock_through_on_lost(backend: Backend) -> N
     assert lock.lost
     with pytest.raises(unidist.LockNotOwned):
         lock.release()
+
+
+def test_lock_break_of_one_holder_frees_only_that_slot(backend: Backend) -> None:
+    """lock_break(name, holder) frees exactly the slot of that owner record: its holder's
+    renew/release fail, the other holders keep theirs, the next acquirer gets a larger token."""
+    sem = [unidist.SharedSemaphore("brk1", limit=2, backend=backend) for _ in range(3)]
+    assert sem[0].acquire(blocking=False)
+    assert sem[1].acquire(blocking=False)
+    assert sem[2].acquire(blocking=False) is False
+    victim = next(o for o in backend.lock_owners("brk1") if o["token"] == sem[0].token)
+    assert backend.lock_break("brk1", "no-such-holder") == 0
+    assert isinstance(victim["holder"], str)
+    assert backend.lock_break("brk1", victim["holder"]) == 1
+    assert backend.lock_break("brk1", victim["holder"]) == 0
+    assert [o["token"] for o in backend.lock_owners("brk1")] == [sem[1].token]
+    assert sem[2].acquire(timeout=2)
+    assert sem[2].token is not None
+    assert sem[1].token is not None
+    assert sem[2].token > sem[1].token
+    with pytest.raises(unidist.LockNotOwned):
+        sem[0].renew()
+    with pytest.raises(unidist.LockNotOwned):
+        sem[0].release()
+    sem[1].release()
+    sem[2].release()
+
+
+def test_fenced_set_refuses_a_stale_token(backend: Backend) -> None:
+    """fenced_set accepts equal or larger tokens and refuses a smaller one, leaving the entry
+    as the newer holder wrote it; a plain value under the key is not mistaken for a fence."""
+    state = unidist.SharedState("fenced", backend=backend)
+    first = unidist.SharedLock("fence-lock", backend=backend, ttl=0.3)
+    second = unidist.SharedLock("fence-lock", backend=backend)
+    assert first.acquire()
+    assert first.token is not None
+    assert fenced_set(state, "res", "one", first.token)
+    assert fenced_set(state, "res", "one again", first.token)  # same holder, same token
+    time.sleep(0.5)  # first's lease ends
+    assert second.acquire(timeout=2)
+    assert second.token is not None
+    assert second.token > first.token
+    assert fenced_set(state, "res", "two", second.token)
+    assert fenced_set(state, "res", "stale", first.token) is False
+    assert fenced_get(state, "res") == ("two", second.token)
+    assert fenced_get(state, "absent") == (None, None)
+    with pytest.raises(TypeError):
+        fenced_set(state, "res", "x", "7")  # type: ignore[arg-type]
+    state["plain"] = {"value": 1}
+    with pytest.raises(ValueError, match="not a fenced entry"):
+        fenced_set(state, "plain", "x", second.token)
+    assert state["plain"] == {"value": 1}
+    second.release()
 
 
 # ---------------------------------------------------------------------------- inspection
