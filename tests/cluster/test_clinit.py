@@ -159,6 +159,14 @@ def gone(pid: int) -> bool:
     return not alive(pid)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        data = fh.read()
+    fields = data[data.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ------------------------------------------------------------------------------- levels
 def test_level_changes_start_and_stop_the_right_processes(env: Env) -> None:
     """Moving up keeps lines listed at both levels, starts new ones and stops the rest;
@@ -442,6 +450,10 @@ def test_status_cli_json_and_second_daemon(env: Env, capsys: pytest.CaptureFixtu
     assert second.proc.wait(30) == 1
     assert "another clinit daemon" in second.out.read_text()
     assert d.status()["pid"] == d.proc.pid
+    before = cpu_seconds(d.proc.pid)
+    time.sleep(1.0)
+    used = cpu_seconds(d.proc.pid) - before
+    assert used < 0.05, f"an idle daemon used {used:.2f}s of CPU in 1 s"
 
 
 def test_client_without_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
