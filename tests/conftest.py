@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -27,6 +28,7 @@ if str(ROOT) not in sys.path:
 import unidist  # noqa: E402
 from backends.redis.server import RedisServer  # noqa: E402
 from unidist.backends import Backend  # noqa: E402
+from unidist.backends.redis import acl  # noqa: E402
 
 BACKENDS = ("memory", "file", "redis")
 _SCOPE_RANK = {"process": 0, "host": 1, "network": 2}
@@ -55,6 +57,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+def redis_acl_url(server: RedisServer, prefix: str) -> str:
+    """A URL for a fresh ACL user of ``server`` that may run only the commands unidist needs
+    (``unidist.backends.redis.acl``) on keys under ``prefix``: every conformance test on Redis
+    runs least-privileged."""
+    user, password = f"u{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    with redis.Redis.from_url(server.url) as admin:
+        admin.execute_command("ACL", "SETUSER", *acl.setuser_args(user, password, prefix))
+    return f"redis://{user}:{password}@{server.host}:{server.port}/0?prefix={prefix}"
+
+
 def make_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, isolated backend URL of ``kind`` for one test."""
     tag = uuid.uuid4().hex[:12]
@@ -64,7 +76,7 @@ def make_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path = tmp_path / "unidist-data"
         return f"file://{path}"
     server: RedisServer = request.getfixturevalue("redis_server")
-    return f"{server.url}?prefix=t{tag}:"
+    return redis_acl_url(server, f"t{tag}:")
 
 
 @pytest.fixture

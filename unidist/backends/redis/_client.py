@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import ssl
 import threading
 import time
 import weakref
@@ -35,6 +36,7 @@ from redis.connection import ConnectionPool
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
+    NoPermissionError,
     NoScriptError,
     RedisError,
     ResponseError,
@@ -305,6 +307,13 @@ class Client:
             except AuthenticationError as exc:
                 raise self._auth_error(exc) from exc
             except _CONNECTION_ERRORS as exc:
+                if _tls_refused(exc):
+                    # A certificate that fails verification will not pass on a retry.
+                    raise BackendUnavailable(
+                        f"Redis at {self.where}: TLS certificate verification failed "
+                        f"({_reason(exc)}); pass the server's CA with ?ssl_ca_certs=",
+                        url=self.url,
+                    ) from exc
                 # Nothing was sent: always safe to try again.
                 if self._may_retry(attempt, started):
                     attempt += 1
@@ -410,7 +419,7 @@ class Client:
                 f"unidist prefix ({text})",
                 path=self.url,
             )
-        if code == "NOPERM":
+        if code == "NOPERM" or isinstance(exc, NoPermissionError) or "no permissions" in text:
             hint = "the Redis user lacks a permission (ACL)"
         elif code == "OOM":
             hint = "the server is out of memory (maxmemory)"
@@ -423,6 +432,20 @@ class Client:
         return BackendUnavailable(
             f"Redis at {self.where}: {hint} during {what} ({text})", url=self.url
         )
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """True if ``exc`` (or what it wraps) is a failed TLS certificate or host-name check."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:
