@@ -379,7 +379,9 @@ def test_daemon_killed_and_restarted_adopts_its_level(env: Env) -> None:
     assert (status["level"], status["state"]) == ("1", "STOPPED")
 
 
-def test_cluster_level_converges_and_survives_restart(env: Env) -> None:
+def test_cluster_level_converges_and_survives_restart(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`clinit --cluster` sets the desired level in shared state: the daemon of a host in
     the cluster group converges, one outside it does not; local requests for the group are
     refused; status is published per host; a restarted daemon adopts a level set while it
@@ -410,6 +412,11 @@ def test_cluster_level_converges_and_survives_restart(env: Env) -> None:
             )
 
         until(published, "h1's status in shared state")
+        capsys.readouterr()
+        assert main(["--url", url, "clinit", "--status", "--cluster"]) == 0
+        rows = [line.split()[:5] for line in capsys.readouterr().out.splitlines()]
+        assert rows[0] == ["HOST", "GROUP", "LEVEL", "DESIRED", "STATE"]
+        assert ["h1", "web", "1", "1", "RUNNING"] in rows
         set_at = clinit.cluster_status(url)["desired"]["web"]["set_at"]
         until(lambda: (d2.status()["polled"] or 0) > set_at, "h2 to read the desired levels")
         assert d2.group("web")["level"] is None, "h2 is not in cluster group web"

@@ -32,6 +32,16 @@ def _parse_levels(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _parse_backoff(value: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected MIN,MAX", param_hint="--backoff") from None
+    if not 0 <= lo <= hi:
+        raise click.BadParameter(f"{value!r}: need 0 <= MIN <= MAX", param_hint="--backoff")
+    return lo, hi
+
+
 @click.command("clinit")
 @click.argument("group", required=False)
 @click.argument("level", required=False)
@@ -140,12 +150,7 @@ def clinit_cmd(
     if daemon:
         if group or show_status or cluster:
             raise click.UsageError("--daemon takes no GROUP LEVEL, --status or --cluster")
-        try:
-            lo, hi = (float(x) for x in backoff.split(","))
-        except ValueError:
-            raise click.BadParameter(
-                f"{backoff!r}: expected MIN,MAX", param_hint="--backoff"
-            ) from None
+        lo, hi = _parse_backoff(backoff)
         socket_path = sock or clinit.default_socket()
         config = clinit.DaemonConfig(
             cltab=cltab or clinit.default_cltab(),
@@ -158,7 +163,7 @@ def clinit_cmd(
             grace=grace,
             poll=poll,
             backoff_min=lo,
-            backoff_max=max(lo, hi),
+            backoff_max=hi,
             stable=stable,
         )
         return clinit.run_daemon(config)
@@ -172,6 +177,10 @@ def clinit_cmd(
         return 0
     if not group or not level:
         raise click.UsageError("give GROUP LEVEL, --status or --daemon")
+    if cluster and wait:
+        raise click.UsageError(
+            "--wait works with local requests; watch 'unidist clinit --status --cluster'"
+        )
     try:
         if cluster:
             if cluster_file:
