@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -304,3 +307,31 @@ def test_hostile_remote_words_run_nothing(ssh_env: Sshd, canary: Canary) -> None
     res = run_one("node4", ["echo", *words])
     assert (res.ok, res.stdout) == (True, " ".join(words) + "\n")
     assert not canary.touched()
+
+
+def test_control_master_connections_are_reused(ssh_env: Sshd) -> None:
+    """With ControlMaster/ControlPersist (recommended in docs/remote.md) the background master
+    may keep ssh's stderr open; results still come back as soon as each command ends."""
+    sockets = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))  # socket paths must be short
+    options = [
+        *ssh_env.ssh_options,
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={sockets}/%C",
+        "-o",
+        "ControlPersist=60",
+    ]
+    try:
+        first = run_one("node1", "echo one", ssh_options=options, timeout=30)
+        assert (first.ok, first.stdout) == (True, "one\n"), first
+        assert first.duration < 20  # not held until the master's ControlPersist (60 s) ends
+        check = subprocess.run(
+            ["ssh", *options, "-O", "check", "node1"], capture_output=True, timeout=30
+        )
+        assert check.returncode == 0, check.stderr  # a master is running
+        results = run(["node1"], "echo two", ssh_options=options)
+        assert (results["node1"].ok, results["node1"].stdout) == (True, "two\n")
+    finally:
+        subprocess.run(["ssh", *options, "-O", "exit", "node1"], capture_output=True, timeout=30)
+        shutil.rmtree(sockets, ignore_errors=True)
