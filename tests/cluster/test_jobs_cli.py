@@ -15,7 +15,6 @@ import pytest
 import unidist.log
 from tests.cluster._jobs_common import recording_job, runs
 from tests.cluster._sshd import Sshd
-from tests.cluster.conftest import write_cluster_file
 from unidist.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,22 +104,25 @@ def test_failed_job_json_and_group(
     ssh_env: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A failing job makes the exit code 1; --json gives the records; -g takes a group of the
-    cluster file (an unreachable member goes to error, its job runs elsewhere)."""
-    cluster = write_cluster_file(tmp_path / "cluster")
-    path = jobs_file(tmp_path, "mixed.txt", ["true", "exit 7", "true", "true", "true", "true"])
+    cluster file (its unreachable member goes to error, and that job runs elsewhere)."""
+    cluster = tmp_path / "cluster"
+    cluster.write_text("GROUP:g\nnodedown\nnode1\n")
+    path = jobs_file(tmp_path, "mixed.txt", ["true", "exit 7"])
     code, out, _ = cli(
         capsys,
         "--url", f"file://{tmp_path / 'store'}", "--json",
-        "jobs", "run", str(path), "-g", "mixed", "--cluster", str(cluster), "--batch", "m1",
+        "jobs", "run", str(path), "-g", "g", "--file", str(cluster), "--batch", "m1",
     )  # fmt: skip
     assert code == 1
     doc = json.loads(out)
     assert doc["batch"] == "m1"
-    assert doc["counts"] == {"pending": 0, "running": 0, "done": 5, "failed": 1}
-    failed = [j for j in doc["jobs"] if j["state"] == "failed"]
-    assert [(j["name"], j["exit_code"]) for j in failed] == [("0002", 7)]
+    assert doc["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 1}
+    jobs = {j["name"]: j for j in doc["jobs"]}
+    assert jobs["0001"]["hosts"] == ["nodedown", "node1"]
+    assert jobs["0001"]["state"] == "done"
+    assert (jobs["0002"]["state"], jobs["0002"]["exit_code"]) == ("failed", 7)
     assert doc["hosts"]["nodedown"]["state"] == "error"
-    assert all(j["host"] != "nodedown" for j in doc["jobs"])
+    assert doc["hosts"]["node1"]["state"] == "done"
 
 
 def test_usage_and_errors(
