@@ -68,7 +68,12 @@ class Grids:
 
     def grid(self, url: str, targets: list[str] | None = None, **kwargs: Any) -> Grid:
         log = self.tmp_path / "servers.log"
-        kwargs.setdefault("command", [sys.executable, "-m", "unidist", "serve", "--log", str(log)])
+        # --exit-with: even if this test process dies hard, its servers follow it.
+        kwargs.setdefault(
+            "command",
+            [sys.executable, "-m", "unidist", "serve", "--log", str(log), "--exit-with",
+             str(os.getpid())],
+        )  # fmt: skip
         grid = Grid(url, targets or ["localhost"], ttl=TTL, pythonpath=[str(ROOT)], **kwargs)
         self.made.append(grid)
         return grid
@@ -350,15 +355,16 @@ def test_publish_errors(grids: Grids, tmp_path: Path) -> None:
         Grid(f"file://{tmp_path / 'be'}", ["some-other-host"])
 
 
-def test_serve_foreground_until_terminated(grids: Grids, tmp_path: Path) -> None:
-    """``unidist serve`` in the foreground prints its ready line, serves, and exits 0 when
-    the service is terminated."""
+def test_serve_foreground_exit_with_and_terminate(grids: Grids, tmp_path: Path) -> None:
+    """``unidist serve`` in the foreground prints its ready line and serves; it exits 0 when
+    its --exit-with process is gone, and a published server exits when terminated."""
     url = f"file://{tmp_path / 'be'}"
     grid = grids.grid(url)
-    sid, _ = grids.publish(grid)
+    sid, pids = grids.publish(grid)
+    guard = subprocess.Popen(["sleep", "60"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "unidist", "--url", url, "serve", "--path", str(ROOT), sid,
-         f"{sid}.extra"],
+        [sys.executable, "-m", "unidist", "--url", url, "serve", "--path", str(ROOT),
+         "--exit-with", str(guard.pid), sid, f"{sid}.extra"],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -369,12 +375,19 @@ def test_serve_foreground_until_terminated(grids: Grids, tmp_path: Path) -> None
         assert ready["pid"] == proc.pid
         grids.pids.add(proc.pid)
         assert grid.services()[0].servers == 2
-        assert grid.terminate(sid) == 2
+        with grid.acquire(sid) as a, grid.acquire(sid) as b:
+            assert {a.whoami()["pid"], b.whoami()["pid"]} == {proc.pid, *pids.values()}
+        guard.kill()
+        guard.wait()
         assert proc.wait(timeout=10) == 0
+        assert grid.services()[0].servers == 1
+        assert grid.terminate(sid) == 1
+        assert not [pid for pid in pids.values() if alive(pid)]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for p in (guard, proc):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_publish_over_ssh(grids: Grids, ssh_env: Sshd, redis_server: Any) -> None:

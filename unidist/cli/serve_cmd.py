@@ -36,7 +36,12 @@ def _error_report(exc: BaseException) -> dict[str, Any]:
 
 
 def _serve(
-    url: str, service_id: str, server_id: str, ttl: float, report: Callable[[dict[str, Any]], None]
+    url: str,
+    service_id: str,
+    server_id: str,
+    ttl: float,
+    exit_with: int | None,
+    report: Callable[[dict[str, Any]], None],
 ) -> int:
     """Start the server, ``report`` its ready line (or its error) and serve until stopped."""
     import unidist
@@ -48,7 +53,7 @@ def _serve(
     signal.signal(signal.SIGTERM, on_term)
     server: Server | None = None
     try:
-        server = Server(unidist.connect(url), service_id, server_id, ttl)
+        server = Server(unidist.connect(url), service_id, server_id, ttl, exit_with)
         info = server.start()
     except Exception as exc:
         report(_error_report(exc))
@@ -81,6 +86,12 @@ def _serve(
     help="Put DIR in front of sys.path before importing the factory (repeatable).",
 )
 @click.option(
+    "--exit-with",
+    type=click.IntRange(min=1),
+    metavar="PID",
+    help="Stop once process PID (on this host) has exited.",
+)
+@click.option(
     "--detach",
     is_flag=True,
     help="Run in the background; return once the server is registered (exit 0) or failed (1).",
@@ -98,6 +109,7 @@ def serve_cmd(
     server_id: str,
     ttl: float,
     paths: tuple[str, ...],
+    exit_with: int | None,
     detach: bool,
     log_file: str | None,
 ) -> None:
@@ -106,7 +118,8 @@ def serve_cmd(
     The service's factory and arguments come from the backend (written by
     Grid.publish). The server creates one instance, registers in the cluster membership
     under the service id, and runs the calls of whichever client acquired it, one at a
-    time, until it gets a stop request, its service is terminated, or SIGTERM.
+    time, until it gets a stop request, its service is terminated, the --exit-with
+    process exits, or SIGTERM.
 
     Prints one JSON line once it is registered: {"ready": true, "server", "host", "pid",
     "incarnation"}; or {"error": {"type", "message", "traceback"}} and exits 1.
@@ -120,7 +133,7 @@ def serve_cmd(
             click.echo(json.dumps(line), nl=True)
             sys.stdout.flush()
 
-        code = _serve(url, service_id, server_id, ttl, say)
+        code = _serve(url, service_id, server_id, ttl, exit_with, say)
         if code:
             raise click.exceptions.Exit(code)
         return
@@ -156,7 +169,7 @@ def serve_cmd(
 
     code = 1
     try:
-        code = _serve(url, service_id, server_id, ttl, report)
+        code = _serve(url, service_id, server_id, ttl, exit_with, report)
     except SystemExit as exc:  # SIGTERM
         code = exc.code if isinstance(exc.code, int) else 0
     except BaseException:

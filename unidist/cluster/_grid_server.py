@@ -11,6 +11,9 @@ is removed before it runs, so it runs at most once):
 * ``release``: unbinds and puts a new free hint;
 * ``stop``: leaves the membership and returns.
 
+It also stops when its service record is gone (terminated) or, with ``exit_with``, when
+that process has exited.
+
 While bound and idle it checks that the client is still a live member; a client that died
 frees the server. While free and idle it re-puts its hint (same id, so at most one is queued),
 so a hint taken by a client that died before binding comes back.
@@ -33,6 +36,7 @@ from unidist.cluster._grid_common import (
     REHINT,
     free_queue,
     live_members,
+    pid_alive,
     request_queue,
     status_bucket,
 )
@@ -90,10 +94,19 @@ class Server:
         service_id: the service, whose record names the factory and its arguments.
         server_id: this server's id (member id; names its request queue).
         ttl: membership heartbeat ttl in seconds.
+        exit_with: stop once this process (on this host) is gone.
     """
 
-    def __init__(self, backend: Backend, service_id: str, server_id: str, ttl: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        service_id: str,
+        server_id: str,
+        ttl: float,
+        exit_with: int | None = None,
+    ) -> None:
         self.backend = backend
+        self.exit_with = exit_with
         self.service_id = service_id
         self.server_id = server_id
         self.ttl = ttl
@@ -198,6 +211,8 @@ class Server:
         now = time.monotonic()
         if now - self._last_check >= CHECK:
             self._last_check = now
+            if self.exit_with is not None and not pid_alive(self.exit_with):
+                return False
             try:
                 if self.service_id not in self.registry:
                     return False
