@@ -192,10 +192,11 @@ def resolve_targets(
     """The hosts that ``targets`` names, in order, without duplicates.
 
     Args:
-        targets: ``None`` for every host of the cluster; a group or lump name of the cluster
-            file (including ``__all__`` and ``__orphans__``); a host; a comma-separated list
-            of those (``"web,db1"``); or an iterable of any of these. A name that is a group
-            of the cluster means the group, otherwise it is a host.
+        targets: ``None`` for every host of the cluster (just this host when there is no
+            cluster file); a group or lump name of the cluster file (including ``__all__``
+            and ``__orphans__``); a host; a comma-separated list of those (``"web,db1"``);
+            or an iterable of any of these. A name that is a group of the cluster means the
+            group, otherwise it is a host.
         cluster: the cluster file; default :func:`unidist.cluster.load` (``$CLUSTER``), read
             only when needed.
 
