@@ -53,6 +53,7 @@ from unidist.backends.file._objects import (
     ObjectState,
 )
 from unidist.backends.file._objects_queue import QueueState
+from unidist.backends.file.journal import MAX_RECORD, RecordTooLarge
 from unidist.backends.file.journal_handle import Handle, Reopen, StoreConfig
 from unidist.backends.file.repair import RepairReport, repair_object
 from unidist.codec import JSON, decode, encode
@@ -79,6 +80,20 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _fits(*texts: str) -> None:
+    """Refuse, before any copy or I/O, values that cannot fit one journal record.
+
+    Raises:
+        RecordTooLarge: the texts exceed :data:`~.journal.MAX_RECORD` (a ``ValueError``).
+    """
+    total = sum(len(t) for t in texts)  # characters <= UTF-8 bytes
+    if total > MAX_RECORD:
+        raise RecordTooLarge(
+            f"a single operation of at least {total} bytes exceeds the file backend's record "
+            f"limit of {MAX_RECORD} bytes"
+        )
 
 
 def _check_i64(value: int, what: str) -> int:
@@ -355,12 +370,22 @@ class FileStoreMixin:
         )
 
     def state_set(self, bucket: str, key: str, value: str) -> None:
-        """Store ``value`` under ``key`` (one durable record)."""
+        """Store ``value`` under ``key`` (one durable record).
+
+        Raises:
+            RecordTooLarge: the record would exceed 256 MiB; nothing is written.
+        """
+        _fits(key, value)
         op = {"o": "s", "k": key, "v": value}
         self._run("state", bucket, lambda h, st: h.commit(op), create=True, default=None)
 
     def state_update(self, bucket: str, items: Mapping[str, str]) -> None:
-        """Store every pair at once: one record, so all or none survive a crash."""
+        """Store every pair at once: one record, so all or none survive a crash.
+
+        Raises:
+            RecordTooLarge: the record would exceed 256 MiB; nothing is written.
+        """
+        _fits(*items.keys(), *items.values())
         op = {"o": "u", "i": dict(items)}
         if not op["i"]:
             return
@@ -437,7 +462,11 @@ class FileStoreMixin:
         """Enqueue durably (one record); False, writing nothing, if ``msg_id`` is present.
 
         The due time is absolute (``now + delay``) and survives restarts.
+
+        Raises:
+            RecordTooLarge: the record would exceed 256 MiB; nothing is written.
         """
+        _fits(msg_id, body)
 
         def fn(h: Handle, st: QueueState) -> bool:
             if msg_id in st.msgs:
