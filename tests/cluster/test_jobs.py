@@ -408,6 +408,45 @@ def _remote_sleepers(sshd: Sshd) -> list[int]:
     return found
 
 
+def test_manager_on_another_machine_is_waited_for_until_its_lease_ends(
+    ssh_env: Sshd, tmp_path: Path
+) -> None:
+    """A job running under a manager on another machine is left alone while that manager's
+    heartbeat is fresh, and runs again here once its lease has passed."""
+    url = file_url(tmp_path)
+    mgr = JobManager(["node1"], backend=url, batch="remote", heartbeat=0.2, lease=1)
+    mgr.submit([JobSpec(["true"], name="elsewhere")])
+    state = unidist.SharedState("jobs:remote", url)
+    rec = state["job:elsewhere"]
+    assert isinstance(rec, dict)
+    assert unidist.MessageQueue("jobs:remote", url).get(timeout=1) == "elsewhere"
+    state["job:elsewhere"] = {
+        **rec,
+        "state": "running",
+        "attempts": 1,
+        "host": "node9",
+        "hosts": ["node9"],
+        "manager": "other-7",
+        "manager_host": "some-other-machine",
+        "attempt_dir": str(tmp_path / "not-here"),
+        "started": time.time(),
+    }
+    lease_ends = time.time() + 2
+    state["manager:other-7"] = {
+        "host": "some-other-machine",
+        "pid": 7,
+        "heartbeat": lease_ends - 2,
+        "lease": 2,
+    }
+    retried_at: list[float] = []
+    mgr.on_event = lambda ev: retried_at.append(time.time()) if ev.kind == "retry" else None
+    status = mgr.run()
+    assert status.ok
+    assert status.jobs["elsewhere"]["hosts"] == ["node9", "node1"]
+    assert len(retried_at) == 1
+    assert retried_at[0] >= lease_ends
+
+
 # ---------------------------------------------------------------------------- kill -9
 def _start_manager(
     url: str, tmp_path: Path, count: int, sleep: float, env: dict[str, str]

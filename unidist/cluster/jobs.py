@@ -336,6 +336,9 @@ class JobManager:
             self.submit(jobs)
         self._ensure_meta()
         self._stop.clear()
+        # Each run gives every host a new chance (an error may have been fixed meanwhile).
+        self._host_error.clear()
+        self._host_state = dict.fromkeys(self.hosts, "unknown")
         _live_managers[self.id] = self
         self._beat()
         try:
