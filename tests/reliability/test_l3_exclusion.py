@@ -5,8 +5,9 @@ to a shared file, sleeps 1 ms and re-reads it (a changed identity is an overlap)
 file (guarded by its own flock, independent of the lock under test) counts the holders
 inside and keeps the maximum. Pass: violations = 0 and max holders = 1, while contentions
 (an acquire that found the lock taken) > 0, which proves the run could have failed. For a
-semaphore of limit 3 and 6 processes: max concurrent <= 3, every process got in every time,
-and more than one was inside at once at some point.
+semaphore (limit 2, 4 processes): max concurrent <= limit, every process got in every time,
+and more than one was inside at once at some point. Default run 3 x 30 and 4 x 10; soak
+3 x 1,000 and 4 x 300.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _run(url: str, tmp: Path, name: str, n: int, rounds: int, limit: int) -> lis
 
 def test_l3_lock_overlap(backend_kind: str, backend_url: str, tmp_path: Path) -> None:
     sd = seed()
-    n, rounds = 4, count(40, 1000)
+    n, rounds = 3, count(30, 1000)
     results = _run(backend_url, tmp_path, "l3", n, rounds, 1)
     res = Result("L3", backend_kind, sd, {"procs": n, "rounds": rounds, "kind": "lock"})
     res.attempted = n * rounds
@@ -71,7 +72,7 @@ def test_l3_lock_overlap(backend_kind: str, backend_url: str, tmp_path: Path) ->
 
 def test_l3_semaphore_limit(backend_kind: str, backend_url: str, tmp_path: Path) -> None:
     sd = seed()
-    n, rounds, limit = 6, count(15, 300), 3
+    n, rounds, limit = 4, count(10, 300), 2
     results = _run(backend_url, tmp_path, "l3s", n, rounds, limit)
     res = Result("L3", backend_kind, sd, {"procs": n, "rounds": rounds, "kind": "semaphore"})
     res.attempted = n * rounds

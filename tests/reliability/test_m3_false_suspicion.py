@@ -44,7 +44,7 @@ def test_m3_false_suspicion_rate_under_stress(
     backend_kind: str, backend_url: str, tmp_path: Path
 ) -> None:
     sd = seed()
-    duration = count(4, 120)
+    duration = count(2, 120)
     res = Result("M3", backend_kind, sd, {"members": MEMBERS, "ttl": TTL, "grace": GRACE,
                                           "stress_s": duration})  # fmt: skip
     events: list[MemberEvent] = []
