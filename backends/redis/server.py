@@ -81,7 +81,8 @@ class RedisServer:
             :attr:`unix_url`.
         appendfsync: with ``aof``: ``always`` (default), ``everysec`` or ``no``.
         extra_args: more ``--option value`` arguments for ``redis-server`` (TLS ports,
-            Sentinel or Cluster settings...).
+            replication, Cluster settings...).
+        config: the configuration file (default ``redis.conf`` or ``redis-aof.conf`` here).
 
     Raises:
         RuntimeError: ``redis-server`` is not on PATH, or the server did not answer PING in
@@ -100,6 +101,7 @@ class RedisServer:
         unix_socket: bool = False,
         appendfsync: str = "always",
         extra_args: Sequence[str] = (),
+        config: str | os.PathLike[str] | None = None,
     ) -> None:
         found = shutil.which(executable)
         if found is None:
@@ -125,7 +127,13 @@ class RedisServer:
             raise ValueError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
         self.appendfsync = appendfsync
         self.extra_args = list(extra_args)
-        self.config = HERE / ("redis-aof.conf" if aof else "redis.conf")
+        if config is None:
+            # A private copy: Sentinel failovers (CONFIG REWRITE) rewrite the file in place.
+            shared = HERE / ("redis-aof.conf" if aof else "redis.conf")
+            config = self.data_dir / "redis.conf"
+            config.write_text(shared.read_text())
+            config.chmod(0o600)
+        self.config = Path(config)
         self.proc: subprocess.Popen[bytes] | None = None
         if autostart:
             self.start()
@@ -271,6 +279,68 @@ class RedisServer:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(Exception):
                 proc.kill()
+
+
+class RedisSentinel(RedisServer):
+    """One Redis Sentinel on 127.0.0.1 monitoring ``primary`` as service ``service``.
+
+    Fast settings for tests: the primary counts as down after ``down_after_ms`` without
+    an answer, and a failover may take ``failover_timeout_ms``. ``quorum`` Sentinels must
+    agree that the primary is down.
+    """
+
+    def __init__(
+        self,
+        primary: RedisServer,
+        service: str = "unidist",
+        *,
+        quorum: int = 1,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        data_dir = Path(tempfile.mkdtemp(prefix="unidist-sentinel-"))
+        conf = data_dir / "sentinel.conf"  # Sentinel rewrites its own file: one per instance
+        lines = [
+            f"sentinel monitor {service} {primary.host} {primary.port} {quorum}",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            f"sentinel failover-timeout {service} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {service} 1",
+        ]
+        if primary.password is not None:
+            lines.append(f"sentinel auth-pass {service} {primary.password}")
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o600)
+        self.service = service
+        super().__init__(data_dir=data_dir, config=conf, extra_args=["--sentinel"])
+        self._own_dir = True
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:PORT/SERVICE/0`` (add more Sentinels with commas)."""
+        return f"redis+sentinel://{self.host}:{self.port}/{self.service}/0"
+
+    def primary_address(self) -> tuple[str, int] | None:
+        """The primary this Sentinel names now (``SENTINEL get-master-addr-by-name``)."""
+        name = self.service.encode()
+        cmd = b"*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n$%d\r\n%s\r\n" % (
+            len(name),
+            name,
+        )
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                sock.sendall(cmd)
+                data = b""
+                while data.count(b"\r\n") < 5:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return None
+                    data += chunk
+        except OSError:
+            return None
+        parts = data.split(b"\r\n")
+        if not data.startswith(b"*2"):
+            return None
+        return parts[2].decode(), int(parts[4])
 
 
 def main(argv: list[str] | None = None) -> int:

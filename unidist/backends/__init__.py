@@ -26,6 +26,7 @@ _REGISTRY: dict[str, str] = {
     "redis": "unidist.backends.redis:RedisBackend",
     "rediss": "unidist.backends.redis:RedisBackend",
     "unix": "unidist.backends.redis:RedisBackend",
+    "redis+sentinel": "unidist.backends.redis:RedisBackend",
 }
 
 _cache: dict[str, Backend] = {}

@@ -93,6 +93,7 @@ from typing import Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from unidist._names import check_name
 from unidist.backends._url import (
@@ -164,7 +165,7 @@ def _priority_of(rank: str) -> int:
 class RedisBackend(Backend):
     """Many hosts sharing one Redis server. See the module docs: URL, options, guarantees."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix")
+    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel")
     options: ClassVar[dict[str, OptionParser]] = {
         "prefix": _opt_prefix,
         "db": opt_int,
@@ -179,6 +180,8 @@ class RedisBackend(Backend):
         "ssl_certfile": opt_str,
         "ssl_keyfile": opt_str,
         "ssl_check_hostname": opt_bool,
+        "sentinel_username": opt_str,
+        "sentinel_password": opt_str,
     }
     scope: ClassVar[Scope] = "network"
 
@@ -188,6 +191,12 @@ class RedisBackend(Backend):
         scheme = parsed.scheme.lower()
         if scheme not in self.schemes:
             raise InvalidURL(f"RedisBackend does not serve {scheme}:// URLs ({self.url})")
+        if scheme != "redis+sentinel":
+            sentinel_opts = sorted(k for k in opts if k.startswith("sentinel_"))
+            if sentinel_opts:
+                raise InvalidURL(
+                    f"option {sentinel_opts[0]!r} needs a redis+sentinel:// URL; got {self.url}"
+                )
         if scheme != "rediss":
             tls_opts = sorted(k for k in opts if k.startswith("ssl_"))
             if tls_opts:
@@ -213,17 +222,9 @@ class RedisBackend(Backend):
         self._local = threading.local()
         self._closed = False
 
-    def _make_pool(self, parsed: ParsedURL, scheme: str) -> tuple[ConnectionPool, str]:
-        opts = parsed.options
-        try:
-            parts = urlsplit(parsed.url)
-            port = parts.port
-        except ValueError as exc:
-            raise InvalidURL(f"cannot parse backend URL {self.url}: {exc}") from exc
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        db = opts.get("db")
-        kwargs: dict[str, Any] = {
+    def _common_kwargs(self, username: str | None, password: str | None) -> dict[str, Any]:
+        opts = self._parsed.options
+        return {
             "username": username,
             "password": password,
             "socket_timeout": self.socket_timeout,
@@ -233,6 +234,66 @@ class RedisBackend(Backend):
             "health_check_interval": opts.get("health_check_interval", 0),
             "client_name": opts.get("client_name"),
         }
+
+    def _sentinel_pool(self, parsed: ParsedURL) -> tuple[ConnectionPool, str]:
+        """``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/db]``:
+        the primary of SERVICE as the Sentinels name it, asked again after every lost
+        connection (so a failover is followed within the retry budget)."""
+        opts = parsed.options
+        userinfo, _, hostlist = parsed.netloc.rpartition("@")
+        username: str | None = None
+        password: str | None = None
+        if userinfo:
+            user, colon, pw = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(pw) if colon else None
+        sentinels: list[tuple[str, int]] = []
+        for item in hostlist.split(","):
+            host, port = _host_port(item.strip(), 26379, self.url)
+            sentinels.append((host, port))
+        segments = [unquote(p) for p in parsed.path.split("/") if p]
+        if not segments or len(segments) > 2:
+            raise InvalidURL(
+                "a redis+sentinel:// URL names the monitored service in its path: "
+                f"redis+sentinel://host:26379/SERVICE[/db], got {self.url}"
+            )
+        service = segments[0]
+        db = opts.get("db")
+        if len(segments) == 2:
+            if not segments[1].isdigit():
+                raise InvalidURL(f"the database number must be an integer in {self.url}")
+            if db is not None and db != int(segments[1]):
+                raise InvalidURL(f"database given twice (path and ?db=) in {self.url}")
+            db = int(segments[1])
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "retry": NO_RETRY,
+            "decode_responses": True,
+        }
+        if "sentinel_password" in opts:
+            sentinel_kwargs["password"] = opts["sentinel_password"]
+            sentinel_kwargs["username"] = opts.get("sentinel_username")
+        manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        kwargs = self._common_kwargs(username, password)
+        kwargs["db"] = db or 0
+        pool = SentinelConnectionPool(service, manager, **kwargs)  # type: ignore[no-untyped-call]
+        where = f"service {service!r} via Sentinel " + ",".join(f"{h}:{p}" for h, p in sentinels)
+        return pool, where
+
+    def _make_pool(self, parsed: ParsedURL, scheme: str) -> tuple[ConnectionPool, str]:
+        if scheme == "redis+sentinel":
+            return self._sentinel_pool(parsed)
+        opts = parsed.options
+        try:
+            parts = urlsplit(parsed.url)
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidURL(f"cannot parse backend URL {self.url}: {exc}") from exc
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        db = opts.get("db")
+        kwargs = self._common_kwargs(username, password)
         if scheme == "unix":
             path = unquote(parts.path)
             if not path or not path.startswith("/"):
@@ -863,6 +924,22 @@ class RedisBackend(Backend):
             info = decode(reply[i + 1], where=f"group {group!r} member {reply[i]}")
             out[reply[i]] = dict(info) if isinstance(info, dict) else {"info": info}
         return out
+
+
+def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` of a host list."""
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise InvalidURL(f"empty host in the host list of {url}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InvalidURL(f"bad port {port_text!r} in the host list of {url}")
+    return host, int(port_text)
 
 
 def _check_id(value: object, what: str) -> str:
