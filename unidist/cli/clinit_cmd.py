@@ -58,8 +58,8 @@ def _parse_backoff(value: str) -> tuple[float, float]:
     "--socket",
     "sock",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The daemon's UNIX socket. Default: $XDG_RUNTIME_DIR/unidist/clinit.sock "
-    "(/run/unidist/clinit.sock for root).",
+    help="The daemon's UNIX socket. Default: /run/unidist/clinit.sock for root, else "
+    "$XDG_RUNTIME_DIR/unidist/clinit.sock.",
 )
 @click.option(
     "--status-file",

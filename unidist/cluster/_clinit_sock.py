@@ -54,14 +54,15 @@ class DaemonNotRunning(UnidistError):
 
 
 def default_dir() -> Path:
-    """The directory of the socket and status file: ``$XDG_RUNTIME_DIR/unidist``, else
-    ``/run/unidist`` for root, else ``/run/user/UID/unidist`` when that runtime directory
-    exists, else ``~/.local/state/unidist/run`` (never a world-writable place like /tmp)."""
+    """The directory of the socket and status file: ``/run/unidist`` for root (whatever
+    ``$XDG_RUNTIME_DIR`` says, so that a root login shell finds the system daemon), else
+    ``$XDG_RUNTIME_DIR/unidist``, else ``/run/user/UID/unidist`` when that runtime
+    directory exists, else ``~/.local/state/unidist/run`` (never a shared place like /tmp)."""
+    if os.geteuid() == 0:
+        return Path("/run/unidist")
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "unidist"
-    if os.geteuid() == 0:
-        return Path("/run/unidist")
     user_run = Path(f"/run/user/{os.geteuid()}")
     if user_run.is_dir():
         return user_run / "unidist"
