@@ -214,6 +214,8 @@ def test_forty_jobs_four_hosts_one_fails_midway(sshd: Sshd, tmp_path: Path, log_
     assert all(n <= 2 for n in most.values()), f"more than 2 jobs at once on a host: {most}"
     assert max(most.values()) == 2, most  # the second slot was used
 
+    first = [e.job for e in events if e.kind == "launch" and e.attempt == 1]
+    assert first == [f"j{i:02d}" for i in range(40)], "jobs did not start in batch order"
     kinds = [e.kind for e in events]
     assert kinds.count("done") == 40
     assert kinds.count("retry") == len(retried)

@@ -22,7 +22,7 @@ from unidist.errors import Empty, UnidistError
 from unidist.queue import MessageQueue
 from unidist.state import SharedState
 
-__all__ = ["TERMINAL", "BatchMismatch", "BatchStore"]
+__all__ = ["RETRY_PRIORITY", "TERMINAL", "BatchMismatch", "BatchStore", "order_priority"]
 
 TERMINAL: Final = frozenset({"done", "failed"})
 _JOB: Final = "job:"
@@ -33,6 +33,17 @@ INDEX_BUCKET: Final = "jobs"
 
 class BatchMismatch(UnidistError, ValueError):
     """A job name already exists in the batch with a different command or files."""
+
+
+def order_priority(record: dict[str, Any]) -> int:
+    """The queue priority of a waiting job: minus its position in the batch, so that jobs
+    leave in batch order whatever order they were put in (a retried job gets
+    :data:`RETRY_PRIORITY` and goes first)."""
+    return -min(MAX_ORDER, int(record.get("index", 0)))
+
+
+MAX_ORDER: Final = 1_000_000
+RETRY_PRIORITY: Final = 1
 
 
 class BatchStore:
@@ -100,7 +111,7 @@ class BatchStore:
         name = record["name"]
         if existing is None:
             if self.state.compare_and_set(_JOB + name, None, record):
-                self.put(name, record["attempts"])
+                self.put(name, record["attempts"], order_priority(record))
                 return True
             existing = self.job(name)
         if existing is not None and (
@@ -112,7 +123,7 @@ class BatchStore:
             )
         return False
 
-    def put(self, name: str, attempts: int, priority: int = 0) -> None:
+    def put(self, name: str, attempts: int, priority: int) -> None:
         """Queue job ``name`` (the message id names the attempt, so a repeated put of the
         same waiting job stores one message)."""
         self.queue.put(name, priority=priority, id=f"{name}@{attempts}")

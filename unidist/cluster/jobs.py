@@ -34,16 +34,23 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from unidist._facade import HOST, resolve_backend
 from unidist._names import check_name
 from unidist.backends.base import Backend
 from unidist.cluster import _jobs_launch as launch
 from unidist.cluster._jobs_spec import Job, JobSpec, expand, load_jobs, parse_jobs, product_jobs
-from unidist.cluster._jobs_store import TERMINAL, BatchMismatch, BatchStore
+from unidist.cluster._jobs_store import (
+    RETRY_PRIORITY,
+    TERMINAL,
+    BatchMismatch,
+    BatchStore,
+    order_priority,
+)
 from unidist.cluster.files import Cluster
 
 __all__ = [
@@ -316,13 +323,14 @@ class JobManager:
         expanded = expand(jobs)
         self._ensure_meta()
         existing = self._store.jobs()
-        added = 0
         for job in expanded:
             self._jobs[job.name] = job
-            record = _new_record(job)
-            if self._store.add_job(record, existing.get(job.name)):
-                added += 1
-        return added
+            if job.name in existing:  # only checked: the stored job must be the same job
+                self._store.add_job(_new_record(job), existing[job.name])
+        fresh = [job for job in expanded if job.name not in existing]
+        # Independent compare-and-sets and puts: in parallel, so that a durable backend can
+        # commit many of them per fsync. The queue priority keeps the batch order.
+        return sum(_parallel(lambda job: self._store.add_job(_new_record(job), None), fresh))
 
     def run(self, jobs: Iterable[JobSpec | Sequence[str] | str] | None = None) -> BatchStatus:
         """Submit ``jobs`` (if given) and run the batch until every job is done or failed,
@@ -526,7 +534,7 @@ class JobManager:
                 )
             )
         else:
-            self._store.put(name, attempts, priority=1)
+            self._store.put(name, attempts, RETRY_PRIORITY)
             self._emit(
                 JobEvent(
                     "retry",
@@ -540,9 +548,15 @@ class JobManager:
             )
 
     def _requeue_pending(self) -> None:
-        for name, rec in self._store.jobs().items():
-            if rec.get("state") == "pending":
-                self._store.put(name, int(rec.get("attempts", 0)))
+        pending = [(n, r) for n, r in self._store.jobs().items() if r.get("state") == "pending"]
+
+        def put(item: tuple[str, dict[str, Any]]) -> None:
+            name, rec = item
+            attempts = int(rec.get("attempts", 0))
+            priority = RETRY_PRIORITY if attempts else order_priority(rec)
+            self._store.put(name, attempts, priority)
+
+        _parallel(put, pending)
 
     def _usable(self) -> list[str]:
         return [h for h in self.hosts if h not in self._host_error]
@@ -812,7 +826,7 @@ class JobManager:
     def _requeue_stopped(self, name: str, rec: dict[str, Any]) -> None:
         new = {**rec, "state": "pending", "manager": None, "error": "stopped", "message": ""}
         if self._store.replace_job(name, rec, new):
-            self._store.put(name, int(rec.get("attempts", 0)), priority=1)
+            self._store.put(name, int(rec.get("attempts", 0)), RETRY_PRIORITY)
 
     def _host_idle(self, host: str) -> None:
         if host not in self._host_state or host in self._host_error:
@@ -899,6 +913,18 @@ class JobManager:
         for host in self.hosts:
             if host not in self._host_error and self._per_host.get(host, 0) == 0:
                 self._set_host(host, "done")
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _parallel(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``[fn(x) for x in items]`` on up to 16 threads (in order; the first error raises)."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(16, len(items)), thread_name_prefix="jobs") as pool:
+        return list(pool.map(fn, items))
 
 
 def _new_record(job: Job) -> dict[str, Any]:
