@@ -312,6 +312,9 @@ def test_unreachable_hosts_bounded_retries(sshd: Sshd, tmp_path: Path, log_dir: 
     assert rec["error"] == "unreachable"
     assert rec["attempts"] == 2
     assert len(set(rec["hosts"])) == 2
+    result = json.loads((tmp_path / "r" / "only" / "result.json").read_text())
+    assert (result["state"], result["error"], result["attempts"]) == ("failed", "unreachable", 2)
+    assert "Connection refused" in (tmp_path / "r" / "only" / "attempt-2" / "stderr").read_text()
     assert list(manager.host_states.values()).count("error") == 2
 
     stuck = JobManager(["nodedown"], backend=url, batch="stuck", ssh_options=opts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -158,8 +159,14 @@ def test_usage_and_errors(
     assert out == "no batches\n"
 
 
-def test_forget(ssh_env: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """forget deletes a batch's records, so the same file runs again from scratch."""
+def test_forget_and_stdin(
+    ssh_env: Sshd,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """forget deletes a batch's records, so the same file runs again from scratch; '-'
+    reads the jobs from stdin."""
     url = f"file://{tmp_path / 'store'}"
     logdir = tmp_path / "runs"
     logdir.mkdir()
@@ -171,6 +178,12 @@ def test_forget(ssh_env: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli(capsys, "--url", url, "jobs", "status", "--batch", "once")[0] == 1
     assert cli(capsys, "--url", url, "jobs", "run", str(path), "-w", "node1")[0] == 0
     assert runs(logdir)[0] == {"f": 2}
+    # '-' reads the job list from stdin (batch "stdin" unless --batch is given).
+    monkeypatch.setattr("sys.stdin", io.StringIO(path.read_text()))
+    code, out, _ = cli(capsys, "--url", url, "--json", "jobs", "run", "-", "-w", "node2")
+    assert code == 0
+    assert json.loads(out)["batch"] == "stdin"
+    assert runs(logdir)[0] == {"f": 3}
 
 
 def test_progress_bar_on_a_terminal(ssh_env: Sshd, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "Attempt",
     "Outcome",
     "classify",
+    "clear_attempt",
     "new_marker",
     "outcome_of",
     "remote_command",
@@ -84,6 +85,15 @@ class Attempt:
 
     directory: Path
     proc: subprocess.Popen[bytes] | None
+
+
+def clear_attempt(directory: Path) -> None:
+    """Create ``directory``, or empty it of an older run's files (a batch forgotten and run
+    again reuses attempt numbers), so that no stale ``exit`` is ever read."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in ("exit", "exit.tmp", "pid", "pid.tmp", "marker", "stdout", "stderr"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
 
 
 def spawn_runner(directory: Path, ssh: Sequence[str]) -> Attempt:

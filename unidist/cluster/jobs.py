@@ -522,6 +522,8 @@ class JobManager:
         if not self._store.replace_job(name, rec, new):
             return
         if give_up:
+            if self.results_dir is not None:
+                self._write_result(self.results_dir / name, new)
             self._emit(
                 JobEvent(
                     "failed",
@@ -653,7 +655,7 @@ class JobManager:
         job = run.job
         assert job is not None
         workdir = None
-        run.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        launch.clear_attempt(run.directory)
         if job.files:
             workdir = f"unidist-jobs/{self.batch}/{job.name}"
             failure = self._copy_files(run, job, workdir)
@@ -849,6 +851,10 @@ class JobManager:
                 (job_dir / "stdout").write_bytes(b"")
         with contextlib.suppress(OSError):
             (job_dir / "stderr").write_bytes(launch.job_stderr(run.directory))
+        self._write_result(job_dir, rec)
+
+    def _write_result(self, job_dir: Path, rec: dict[str, Any]) -> None:
+        """Write ``<job>/result.json`` (atomically replaced)."""
         result = {
             k: rec.get(k)
             for k in (
@@ -870,6 +876,7 @@ class JobManager:
         result["batch"] = self.batch
         tmp = job_dir / "result.json.tmp"
         with contextlib.suppress(OSError):
+            job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, job_dir / "result.json")
 
