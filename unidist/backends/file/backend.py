@@ -16,6 +16,13 @@ Options (query string):
 * ``allow_network_fs=true``: use a directory on NFS/SMB/FUSE anyway (refused by default,
   because flock there is not reliable across hosts).
 
+Security: the data directory and everything created below it are 0700 (directories) and
+0600 (files) whatever the umask; an existing data directory that is writable by group or
+others (sticky or not) or owned by another user (root included) is refused; nothing below it
+is opened through a symlink (``O_NOFOLLOW``), temporary files are created ``O_EXCL``; values
+are JSON, never pickle. There is no default data directory (the default backend is
+``memory://``).
+
 Guarantees: every operation is atomic across threads and processes of this host; a process
 killed at any instant (``kill -9``) loses nothing acknowledged and leaves nothing half-applied;
 a torn journal tail is cut at open with a warning, damage in the middle is
@@ -95,10 +102,21 @@ class FileBackend(FileLocksMixin, FileStoreMixin, Backend):
 
     def _prepare_root(self, *, allow_network_fs: bool) -> None:
         root = self.root
-        if root.exists() and not root.is_dir():
-            raise BackendUnavailable(f"{root} exists and is not a directory", url=self.url)
         try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if root.exists() and not root.is_dir():
+                raise BackendUnavailable(f"{root} exists and is not a directory", url=self.url)
+            # every directory we create, the missing parents included, is 0700 whatever
+            # the umask (Path.mkdir would give parents the umask's default mode)
+            for missing in [*reversed([p for p in root.parents if not p.exists()]), root]:
+                try:
+                    missing.mkdir(mode=0o700)
+                except FileExistsError:
+                    continue
+                fd = os.open(missing, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    os.fchmod(fd, 0o700)
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise BackendUnavailable(
                 f"cannot create data directory {root}: {exc.strerror}", url=self.url
@@ -109,13 +127,14 @@ class FileBackend(FileLocksMixin, FileStoreMixin, Backend):
             raise BackendUnavailable(f"cannot stat {root}: {exc.strerror}", url=self.url) from exc
         if not stat.S_ISDIR(st.st_mode):
             raise BackendUnavailable(f"{root} exists and is not a directory", url=self.url)
-        if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        if st.st_uid != os.geteuid():
             raise BackendUnavailable(
                 f"data directory {root} is owned by uid {st.st_uid}, not by this user "
                 f"(uid {os.geteuid()}); refusing to use it",
                 url=self.url,
             )
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        # no exception for sticky directories like /tmp: others could plant entries there
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise BackendUnavailable(
                 f"data directory {root} is writable by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 700 {root}",
