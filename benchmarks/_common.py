@@ -24,6 +24,44 @@ def state_key(worker: int, i: int) -> str:
     return f"w{worker}-k{i % KEYS_PER_WORKER}"
 
 
+SIZES_ENV = "UNIDIST_BENCH_SIZES"  # the sizes cases_sizes registers (set by bench_sizes)
+MIN_SIZE = 16  # bytes: the smallest payload bench_sizes accepts
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"100,10240,1048576"`` -> sorted sizes; ValueError names what is wrong."""
+    sizes: set[int] = set()
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        mult = 1
+        for suffix, m in (("kib", 1024), ("k", 1024), ("mib", 1 << 20), ("m", 1 << 20)):
+            if part.endswith(suffix):
+                part, mult = part[: -len(suffix)], m
+                break
+        try:
+            n = int(part) * mult
+        except ValueError:
+            raise ValueError(
+                f"size {part!r} is not a number of bytes (e.g. 100, 10k, 1m)"
+            ) from None
+        if n < MIN_SIZE or n > (64 << 20):
+            raise ValueError(f"size {n} bytes is outside {MIN_SIZE} B .. 64 MiB")
+        sizes.add(n)
+    if not sizes:
+        raise ValueError("no sizes given")
+    return sorted(sizes)
+
+
+def fmt_size(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n >> 10} KiB"
+    return f"{n} B"
+
+
 def redis_client(url: str) -> Any:
     import redis
 

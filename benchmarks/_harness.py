@@ -17,6 +17,10 @@ How a case runs:
    size doubles until a batch takes a few milliseconds, then reports its operation count and
    its start and end times (``perf_counter``: CLOCK_MONOTONIC, shared by all processes).
    The sample is ``sum(ops) / (last end - first start)``.
+   Each worker also reports the peak resident set (``VmHWM``) of its process when the case
+   ends; the peak is reset (``/proc/self/clear_refs``) when the case starts, so a row's
+   ``peak_rss_kb`` is the largest process of that case: the benchmark process itself for
+   thread workers (its imports and harness included), the largest worker for process workers.
 4. That is repeated ``repeat`` times; the row reports the median with min-max. ``run.py``
    interleaves: the implementations of one block and worker configuration take turns, one
    repetition each, so that drift in the machine's load hits them alike. Process workers are
@@ -136,6 +140,45 @@ class Env:
         return self.redis[which]
 
 
+# ---------------------------------------------------------------------------------- memory
+def peak_rss_kb() -> int | None:
+    """Peak resident set of this process in KiB (``VmHWM``; ``ru_maxrss`` where no /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current resident set (Linux 4.0+).
+
+    Returns False where that is not possible; the peak then covers the process's whole life.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def fmt_rss(kb: int | None) -> str:
+    if kb is None:
+        return "-"
+    mb = kb / 1024
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
+
+
 # ---------------------------------------------------------------------------------- workers
 def _split(built: Any) -> tuple[Runner, Callable[[], Any] | None]:
     if isinstance(built, tuple):
@@ -192,7 +235,7 @@ def _worker_case(
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-        results.put(("done", index))
+        results.put(("done", index, peak_rss_kb()))
 
 
 def _reset_unidist() -> None:
@@ -255,6 +298,7 @@ def _pool_main(commands: Any, barrier: Any, results: Any, modules: tuple[str, ..
         if cmd is None:
             return
         impl_id, env, shared, index, repeat, duration, warmup = cmd
+        reset_peak_rss()
         _worker_case(impl_id, env, shared, index, barrier, results, repeat, duration, warmup)
         _reset_unidist()
 
@@ -276,6 +320,7 @@ class Row:
     compare_to: str | None = None
     ratio: float | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
+    peak_rss_kb: int | None = None  # largest process of the case (see the module docs)
 
     @property
     def config(self) -> tuple[int, str]:
@@ -416,13 +461,17 @@ class CaseRunner:
         )
         shared = None
         try:
+            if kind == "thread":
+                reset_peak_rss()
             if item.setup is not None:
                 shared = item.setup(env)
             if kind == "thread":
-                samples, row.error = self._run_threads(item, env, shared)
+                samples, row.error, rss = self._run_threads(item, env, shared)
             else:
-                samples, row.error = self._run_processes(item, env, shared)
+                samples, row.error, rss = self._run_processes(item, env, shared)
             row.samples.extend(samples)
+            if rss is not None:
+                row.peak_rss_kb = max(rss, row.peak_rss_kb or 0)
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -438,7 +487,9 @@ class CaseRunner:
         s = self.settings
         return self._repeat, s.duration, s.warmup
 
-    def _run_threads(self, item: Impl, env: Env, shared: Any) -> tuple[list[float], str | None]:
+    def _run_threads(
+        self, item: Impl, env: Env, shared: Any
+    ) -> tuple[list[float], str | None, int | None]:
         barrier = threading.Barrier(env.workers + 1)
         results: queue.Queue[tuple[Any, ...]] = queue.Queue()
         threads = [
@@ -452,23 +503,27 @@ class CaseRunner:
         ]
         for t in threads:
             t.start()
-        samples, error = self._drive(env.workers, barrier, results)
+        samples, error, rss = self._drive(env.workers, barrier, results)
         for t in threads:
             t.join(5)
         if error is None and any(t.is_alive() for t in threads):
             error = "a worker thread did not finish"
-        return samples, error
+        return samples, error, rss
 
-    def _run_processes(self, item: Impl, env: Env, shared: Any) -> tuple[list[float], str | None]:
+    def _run_processes(
+        self, item: Impl, env: Env, shared: Any
+    ) -> tuple[list[float], str | None, int | None]:
         pool = self._pool(env.workers)
         for i in range(env.workers):
             pool.commands[i].put((item.id, env, shared, i, *self._args()))
-        samples, error = self._drive(env.workers, pool.barrier, pool.results)
+        samples, error, rss = self._drive(env.workers, pool.barrier, pool.results)
         if error is not None:
             self._drop_pool(env.workers)
-        return samples, error
+        return samples, error, rss
 
-    def _drive(self, workers: int, barrier: Any, results: Any) -> tuple[list[float], str | None]:
+    def _drive(
+        self, workers: int, barrier: Any, results: Any
+    ) -> tuple[list[float], str | None, int | None]:
         """Parent side of one case: wait until ready, release each repetition, collect."""
         repeat, duration, _ = self._args()
         # A fast worker may report its next message (e.g. "done") before a slow one reports
@@ -498,12 +553,12 @@ class CaseRunner:
                     early.append(msg)
             return got, None
 
-        def fail(err: str) -> tuple[list[float], str]:
+        def fail(err: str) -> tuple[list[float], str, None]:
             with contextlib.suppress(Exception):
                 barrier.abort()
             # Let the workers unwind (close their clients) before the next case.
             collect("done", 10.0)
-            return [], err
+            return [], err, None
 
         _, err = collect("ready", SETUP_TIMEOUT)
         if err:
@@ -521,8 +576,9 @@ class CaseRunner:
             end = max(r[4] for r in reps)
             ops = sum(r[5] for r in reps)
             samples.append(ops / (end - start) if end > start else math.nan)
-        _, err = collect("done", 30.0)
-        return samples, err
+        done, err = collect("done", 30.0)
+        peaks = [m[2] for m in done if len(m) > 2 and m[2] is not None]
+        return samples, err, max(peaks) if peaks else None
 
 
 def _short_error(tb: str) -> str:
@@ -632,6 +688,7 @@ def render_table(rows: list[Row]) -> str:
         "workers",
         "ops/s",
         "min-max",
+        "peak RSS",
         "durability",
         "unidist/this",
         "targets (unidist/this vs target)",
@@ -663,6 +720,7 @@ def render_table(rows: list[Row]) -> str:
                 fmt_config(r.workers, r.kind),
                 stat,
                 rng,
+                fmt_rss(r.peak_rss_kb),
                 r.durability,
                 ratio,
                 tcells,

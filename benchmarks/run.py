@@ -8,9 +8,13 @@ Usage (``scripts/bench.sh`` makes the environment with the peers and runs this):
     python benchmarks/run.py --repeat 7 --duration 1
     python benchmarks/run.py --filter redis    # rows whose id contains a substring
     python benchmarks/run.py --save            # also results/<date>-<N>core.json and .txt
+    python benchmarks/run.py --curves          # scaling: 1,2,4,8 threads and processes,
+                                               # unidist rows and the main peers only
 
 Each row is one implementation with 1 or 4 threads or 4 spawned processes; the table shows
-the median ops/s with min-max over the repetitions, the durability each row runs with, the
+the median ops/s with min-max over the repetitions, the peak resident set of the largest
+process of the case (the benchmark process for threads, the largest worker for processes;
+Redis rows do not count the server), the durability each row runs with, the
 ratio unidist/this row at the same worker configuration, and the targets from the issues
 (reported, never asserted). Results go to benchmarks/results/latest.json (with machine facts
 and package versions). Redis rows use throwaway redis-servers on loopback ports, one without
@@ -35,6 +39,31 @@ for p in (str(HERE), str(ROOT)):
 
 import _harness as h  # noqa: E402
 
+# The peers drawn in the scaling curves (--curves) beside every unidist row: the closest
+# competitor at equal durability and the machine's limit where the row has one.
+CURVE_PEERS = frozenset(
+    {
+        "locks.memory.threading",
+        "locks.file.portalocker",
+        "locks.file.flock",
+        "locks.redis.redispy",
+        "counters.memory.dict_lock",
+        "counters.file.diskcache_full",
+        "counters.file.write_fsync",
+        "counters.redis.incr",
+        "state.memory.dict_lock_json",
+        "state.file.diskcache_index_full",
+        "state.file.write_fsync",
+        "state.redis.hset_hget",
+        "queues.memory.stdlib",
+        "queues.file.pq_ack",
+        "queues.file.deque_full",
+        "queues.redis.lpush_brpop",
+        "queues.redis.streams",
+    }
+)
+CURVE_WORKERS = "1,2,4,8"
+
 GROUPS = {
     "locks": "cases_locks",
     "counters": "cases_counters",
@@ -55,12 +84,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 short repetitions per case")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions per case (5)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per repetition")
-    parser.add_argument("--workers", default="1,4", help="thread worker counts (1,4)")
-    parser.add_argument("--process-workers", default="4", help="process worker counts (4)")
+    parser.add_argument(
+        "--workers", default=None, help="thread worker counts, e.g. 1,2,4,8 (default 1,4)"
+    )
+    parser.add_argument(
+        "--process-workers",
+        default=None,
+        help="process worker counts, e.g. 1,2,4,8; empty for none (default 4)",
+    )
+    parser.add_argument(
+        "--curves",
+        action="store_true",
+        help="scaling curves: unidist rows and the main peers at "
+        f"{CURVE_WORKERS} threads and processes (worker options still apply)",
+    )
     parser.add_argument("--filter", default="", help="only rows whose id contains this")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument(
-        "--out", default=str(HERE / "results" / "latest.json"), help="JSON output path"
+        "--out",
+        default=None,
+        help="JSON output path (default results/latest.json; with --curves latest-curves.json)",
     )
     parser.add_argument(
         "--save",
@@ -82,15 +125,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.groups = only or list(GROUPS)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    default_threads, default_procs = (CURVE_WORKERS, CURVE_WORKERS) if args.curves else ("1,4", "4")
+    for name, default in (("workers", default_threads), ("process_workers", default_procs)):
+        text = getattr(args, name)
+        try:
+            counts = _ints(default if text is None else text)
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')} takes comma-separated integers, not {text!r}")
+        if any(c < 1 for c in counts):
+            parser.error(f"--{name.replace('_', '-')}: worker counts must be >= 1, got {text!r}")
+        setattr(args, name, counts)
+    if not args.workers and not args.process_workers:
+        parser.error("no worker counts: give --workers and/or --process-workers")
     return args
 
 
 def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+    return sorted({int(x) for x in text.split(",") if x.strip()})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    default_name = "latest-curves.json" if args.curves else "latest.json"
     warnings.simplefilter("ignore")
     modules = [GROUPS[g] for g in args.groups]
     h._import_modules(modules)
@@ -101,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         settings.duration = args.duration
     groups = set(args.groups)
     items = [i for i in h.REGISTRY.values() if i.group in groups and args.filter in i.id]
-    workers, pworkers = _ints(args.workers), _ints(args.process_workers)
+    if args.curves:
+        items = [i for i in items if i.role == "unidist" or i.id in CURVE_PEERS]
+    workers, pworkers = args.workers, args.process_workers
 
     # Inside each (group, backend, operation) block and worker configuration, the cases take
     # turns: repetition 1 of every implementation, then repetition 2, ... so that drift in
@@ -192,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             "groups": args.groups,
             "filter": args.filter,
             "interleave": args.interleave,
+            "curves": args.curves,
             "workers": workers,
             "process_workers": pworkers,
             "elapsed_s": round(elapsed, 1),
@@ -199,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         "rows": h.rows_to_json(rows),
         "targets": summary,
     }
-    out = Path(args.out)
+    out = Path(args.out if args.out else HERE / "results" / default_name)
     h.write_json(out, payload)
     out.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
     print(f"\nwrote {out}", file=sys.stderr)
     charts = [out.with_suffix(".png")]
     if args.save:
-        stem = f"{dt.date.today().isoformat()}-{os.cpu_count()}core"
+        stem = f"{dt.date.today().isoformat()}-{os.cpu_count()}core" + (
+            "-curves" if args.curves else ""
+        )
         h.write_json(HERE / "results" / f"{stem}.json", payload)
         (HERE / "results" / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
         print(f"wrote {HERE / 'results' / stem}.json and .txt", file=sys.stderr)
