@@ -240,12 +240,15 @@ def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
 
 def test_failing_test_marks_group_failed(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """A test that exits non-zero marks the group FAILED, later lines do not start, earlier
-    ones keep running; `clinit GROUP LEVEL --wait` exits 1 and names the test."""
+    ones keep running; `clinit GROUP LEVEL --wait` exits 1 and names the test. A level
+    whose commands have all finished is DONE."""
     env.cltab(
         f"""g:1:first:once:{env.sleeper("first")}
 g:1:ok:test:true
 g:1:check:test:sh -c 'exit 3'
 g:1:later:once:{env.sleeper("later")}
+g:2:fine:test:true
+g:2:quick:once:true
 """
     )
     d = env.daemon()
@@ -258,6 +261,10 @@ g:1:later:once:{env.sleeper("later")}
     assert not (env.pids / "later.pid").exists()
     status = clinit.parse_status(d.status_file.read_text())["g"]
     assert (status["state"], status["reason"]) == ("FAILED", "test check exited 3")
+    d.level("g", "2")
+    until(lambda: d.group("g")["state"] == "DONE", "DONE once every command has finished")
+    assert gone(env.pid("first"))
+    assert clinit.parse_status(d.status_file.read_text())["g"]["state"] == "DONE"
 
 
 def test_wait_runs_to_completion_before_the_next_line(env: Env) -> None:
@@ -286,13 +293,14 @@ g:1:o:once:sh -c 'echo o >> {log}; exec sleep 60'
 
 
 def test_stopping_off_lines_superseded_waits_and_sigkill_after_grace(env: Env) -> None:
-    """An 'off' line stops the tag's process; a request arriving during a long wait stops
-    the wait command and moves on at once; a process group that ignores SIGTERM is killed
-    with SIGKILL after the grace period (1 s here), children included."""
+    """An 'off' line stops the tag's process (even from above its line in the file); a
+    request arriving during a long wait stops the wait command and moves on at once; a
+    process group that ignores SIGTERM is killed with SIGKILL after the grace period (1 s
+    here), children included."""
     stubborn = "sh -c 'trap \"\" TERM; echo $$ > @P/t.pid; sleep 60 & echo $! > @P/tc.pid; wait'"
     env.cltab(
-        f"""g:1,2:s:respawn:{env.sleeper("s")}
-g:2:s:off:
+        f"""g:2:s:off:
+g:1,2:s:respawn:{env.sleeper("s")}
 g:3:slow:wait:{env.sleeper("slow")}
 k:1:t:once:{stubborn}
 """
@@ -303,7 +311,7 @@ k:1:t:once:{stubborn}
     info = d.level("g", "2")
     assert gone(s)
     assert info["procs"] == []
-    assert info["state"] == "DONE"
+    assert info["state"] == "STOPPED", "nothing of level 2 runs"
     clinit.set_level("g", "3", d.sock)
     slow = env.pid("slow")
     start = time.monotonic()

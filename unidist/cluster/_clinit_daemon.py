@@ -346,6 +346,9 @@ class Daemon:
 
     def _transition(self, g: _Group, target: str, serial: int) -> None:
         entries = self.table.entries_at(g.name, target)
+        # An 'off' line takes its tag out of the level, wherever it sits in the file.
+        offs = {e.tag for e in entries if e.mode == "off"}
+        entries = tuple(e for e in entries if e.tag not in offs)
         with self._cond:
             previous = g.level
             g.level = target
@@ -358,11 +361,6 @@ class Daemon:
         for entry in entries:
             if self._superseded(g, serial):
                 return
-            if entry.mode == "off":
-                with self._cond:
-                    victims = [p for p in g.procs.values() if p.entry.tag == entry.tag]
-                self._stop_procs(victims)
-                continue
             with self._cond:
                 if entry in g.procs and entry.mode in ("respawn", "once"):
                     continue
