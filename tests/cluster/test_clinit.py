@@ -215,11 +215,23 @@ db:1:d:once:{env.sleeper("d")}
     assert d.stop() == 0
 
 
+def events(d: Daemon, name: str) -> list[dict[str, Any]]:
+    """The daemon's log records of event ``name`` (JSON lines on its stderr)."""
+    out = []
+    for line in d.out.read_text().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == name:
+                out.append(record)
+    return out
+
+
 def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
-    """kill -9 of a respawn process brings a new one (new pid); a once process that dies
-    stays dead and the group stays RUNNING while the respawn one lives."""
+    """kill -9 of a respawn process brings a new one (new pid) after a delay that doubles
+    while it keeps dying and starts over once it stayed up; a once process that dies stays
+    dead and the group stays RUNNING while the respawn one lives."""
     env.cltab(f"g:1:r:respawn:{env.sleeper('r')}\ng:1:o:once:{env.sleeper('o')}\n")
-    d = env.daemon()
+    d = env.daemon("--stable", "1.5")
     d.level("g", "1")
     r, o = env.pid("r"), env.pid("o")
     os.kill(r, signal.SIGKILL)
@@ -231,11 +243,13 @@ def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
     assert alive(r3)
     os.kill(o, signal.SIGKILL)
     until(lambda: [p["tag"] for p in d.group("g")["procs"]] == ["r"], "o leaving the status")
-    time.sleep(0.5)
+    time.sleep(1.7)  # r3 stays up longer than --stable
     assert (env.pids / "o.pid").read_text().strip() == str(o), "a once entry was restarted"
     assert d.group("g")["state"] == "RUNNING"
     os.kill(r3, signal.SIGKILL)
     env.fresh_pid("r", r3)
+    delays = [e["delay"] for e in events(d, "clinit_respawn")]
+    assert delays == [0.2, 0.4, 0.2], "backoff 0.2 doubling, reset after a stable run"
 
 
 def test_failing_test_marks_group_failed(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

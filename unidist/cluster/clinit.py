@@ -14,7 +14,8 @@ respawn    start and keep running: restarted after it exits, with exponential ba
            (``backoff_min`` doubling to ``backoff_max``; reset after ``stable`` seconds up)
 test       run to completion as a check: a non-zero exit marks the group FAILED and stops
            the level there (entries already started keep running)
-off        stop the group's process with this tag if one runs
+off        take the tag out of the level: its line is not run there, and its process
+           is stopped if one runs (wherever the off line sits in the file)
 =========  ==================================================================================
 
 Commands run without a shell: the command field is split with :func:`shlex.split` and run
