@@ -37,7 +37,8 @@ from unidist.errors import UnidistError  # noqa: E402
 KINDS = ("put", "incr", "set")
 
 
-def _names(kind: str, wid: str) -> str:
+def object_name(kind: str, wid: str) -> str:
+    """The name of the queue, counter or bucket a worker of ``kind`` writes to."""
     return {"put": "r-q", "incr": f"r-c-{wid}", "set": f"r-s-{wid}"}[kind]
 
 
@@ -51,7 +52,7 @@ def worker(kind: str, url: str, wid: str) -> None:
     stop = threading.Event()
     threading.Thread(target=_stdin_closed, args=(stop,), daemon=True).start()
     be = unidist.connect(url)
-    name = _names(kind, wid)
+    name = object_name(kind, wid)
     q = be.queue(name)
     c = be.counter(name)
     s = be.state(name)
@@ -218,7 +219,7 @@ def audit(url: str, reports: list[Report]) -> Audit:
             result.details.append(f"lost puts: {sorted(acked - set(seen))[:10]}")
     for r in reports:
         if r.kind == "incr":
-            value = be.counter(_names("incr", r.wid)).get()
+            value = be.counter(object_name("incr", r.wid)).get()
             acked_n, failed_n = len(r.acked), len(r.failed)
             result.acked += acked_n
             result.unknown += failed_n
@@ -229,7 +230,7 @@ def audit(url: str, reports: list[Report]) -> Audit:
             if value < 0 or value > acked_n + failed_n:
                 result.details.append(f"counter {r.wid}: {value} > {acked_n}+{failed_n}")
         elif r.kind == "set":
-            items = dict(be.state(_names("set", r.wid)).items())
+            items = dict(be.state(object_name("set", r.wid)).items())
             acked = set(r.acked)
             failed = set(r.failed) - acked
             result.acked += len(acked)

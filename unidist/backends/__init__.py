@@ -27,6 +27,7 @@ _REGISTRY: dict[str, str] = {
     "rediss": "unidist.backends.redis:RedisBackend",
     "unix": "unidist.backends.redis:RedisBackend",
     "redis+sentinel": "unidist.backends.redis:RedisBackend",
+    "redis+cluster": "unidist.backends.redis:RedisBackend",
 }
 
 _cache: dict[str, Backend] = {}

@@ -72,6 +72,10 @@ class Policy(enum.Enum):
 
 
 _INCLUDE: Final = "-- @include "
+_KEYED: Final = frozenset(
+    {"GET", "SET", "DEL", "HGET", "HSET", "HDEL", "HGETALL", "HLEN", "INCRBY", "EXISTS"}
+)
+"""Native commands whose first argument is their (only) key: routed by it in Cluster."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,12 @@ class Client:
         self._all: weakref.WeakSet[Any] = weakref.WeakSet()
         self._all_lock = threading.Lock()
 
-    def _connection(self) -> Any:
+    def _connection(self, key: str | None = None, node: str | None = None) -> Any:
         """This thread's connection, connected and with nothing pending to read.
+
+        ``key`` (the first key of the command) and ``node`` (``host:port``) route a command
+        in Redis Cluster (:class:`~unidist.backends.redis._cluster.ClusterClient`); one
+        server ignores them.
 
         One connection per thread (not borrowed from the pool per call): no pool locking on
         the hot path, and a blocked BLMOVE never holds a connection another thread needs.
@@ -179,10 +187,18 @@ class Client:
             # Built from the pool's settings but not counted by the pool: a thread's connection
             # lives in thread-local storage and is closed when the thread ends, so a process
             # may start any number of threads over time (the pool's cap would count the dead).
-            conn = self.pool.connection_class(**self.pool.connection_kwargs)
+            conn = self._new_connection()
             self._local.conn = conn
-            with self._all_lock:
-                self._all.add(conn)
+        return self._ready(conn)
+
+    def _new_connection(self, **overrides: Any) -> Any:
+        conn = self.pool.connection_class(**{**self.pool.connection_kwargs, **overrides})
+        with self._all_lock:
+            self._all.add(conn)
+        return conn
+
+    @staticmethod
+    def _ready(conn: Any) -> Any:
         conn.connect()
         # A server that restarted or a reply left unread shows as readable: reconnect now,
         # before sending, so that a command is never sent on a dead socket.
@@ -214,7 +230,8 @@ class Client:
             conn.send_command(*args)
             return conn.read_response()
 
-        return self.run(send, policy, str(args[0]))
+        key = str(args[1]) if len(args) > 1 and str(args[0]).upper() in _KEYED else None
+        return self.run(send, policy, str(args[0]), key=key)
 
     def script(
         self,
@@ -239,7 +256,7 @@ class Client:
                 conn.send_command("EVAL", script.source, len(keys), *keys, *args)
                 return conn.read_response()
 
-        return self.run(send, policy, script.name)
+        return self.run(send, policy, script.name, key=keys[0] if keys else None)
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send idempotent read commands in one round trip (not a transaction)."""
@@ -293,27 +310,54 @@ class Client:
 
         # A retried wait can at worst miss one wake-up; callers re-check anyway, and a
         # claimed grant whose reply was lost is found again by the next acquire.
-        return self.run(send, Policy.SAFE, str(command[0]))
+        return self.run(send, Policy.SAFE, str(command[0]), key=command[1])
+
+    def scan(self, pattern: str, count: int) -> set[str]:
+        """Every key matching ``pattern`` (``SCAN`` to the end; in Cluster, on every primary)."""
+        return self._scan_node(pattern, count, None)
+
+    def _scan_node(self, pattern: str, count: int, node: str | None) -> set[str]:
+        found: set[str] = set()
+        cursor: int | str = 0
+        while True:
+
+            def send(conn: Any, cursor: int | str = cursor) -> Any:
+                conn.send_command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+                return conn.read_response()
+
+            cursor, batch = self.run(send, Policy.SAFE, "SCAN", node=node)
+            found.update(batch)
+            if int(cursor) == 0:
+                return found
+
+    def _redirect(self, exc: ResponseError, attempt: int, started: float) -> bool:
+        """Cluster redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN): True to send again.
+        One server never redirects."""
+        return False
 
     # ------------------------------------------------------------------ core
-    def run(self, send: Callable[[Any], T], policy: Policy, what: str) -> T:
-        """Run ``send`` on a pooled connection under ``policy`` (see the module docs)."""
+    def run(
+        self,
+        send: Callable[[Any], T],
+        policy: Policy,
+        what: str,
+        *,
+        key: str | None = None,
+        node: str | None = None,
+    ) -> T:
+        """Run ``send`` on a pooled connection under ``policy`` (see the module docs).
+
+        ``key``/``node`` route the command in Redis Cluster."""
         started = time.monotonic()
         attempt = 0
         ambiguous = False
         while True:
             try:
-                conn: Any = self._connection()
+                conn: Any = self._connection(key, node)
             except AuthenticationError as exc:
                 raise self._auth_error(exc) from exc
             except _CONNECTION_ERRORS as exc:
-                if _tls_refused(exc):
-                    # A certificate that fails verification will not pass on a retry.
-                    raise BackendUnavailable(
-                        f"Redis at {self.where}: TLS certificate verification failed "
-                        f"({_reason(exc)}); pass the server's CA with ?ssl_ca_certs=",
-                        url=self.url,
-                    ) from exc
+                self._refuse_tls(exc)
                 # Nothing was sent: always safe to try again.
                 if self._may_retry(attempt, started):
                     attempt += 1
@@ -349,6 +393,10 @@ class Client:
                     continue
                 raise self._unavailable(exc, what, ambiguous, policy, started) from exc
             except ResponseError as exc:
+                # A redirection means the command did not run: safe to send again.
+                if self._redirect(exc, attempt, started):
+                    attempt += 1
+                    continue
                 raise self._response_error(exc, what) from exc
             except RedisError as exc:
                 raise BackendUnavailable(
@@ -362,6 +410,15 @@ class Client:
                     url=self.url,
                 )
             return result
+
+    def _refuse_tls(self, exc: BaseException) -> None:
+        """Raise at once for a certificate that failed verification (a retry won't pass)."""
+        if _tls_refused(exc):
+            raise BackendUnavailable(
+                f"Redis at {self.where}: TLS certificate verification failed "
+                f"({_reason(exc)}); pass the server's CA with ?ssl_ca_certs=",
+                url=self.url,
+            ) from exc
 
     def _budget(self, loading: bool = False) -> float:
         if self.retry_for is not None:

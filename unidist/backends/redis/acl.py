@@ -59,6 +59,9 @@ COMMANDS: Final = (
     "zrem",
     "zremrangebyscore",
     "zscore",
+    # Redis Cluster only (redis+cluster://): the slot table and ASK redirections
+    "cluster|slots",
+    "asking",
 )
 """Every command the Redis backend needs (lower case, ``container|subcommand`` form).
 

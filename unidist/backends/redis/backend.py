@@ -108,6 +108,7 @@ from unidist.backends._url import (
 from unidist.backends.base import STATE_ABSENT, Backend, Delivery, LockGrant, Scope
 from unidist.backends.redis import keys as _keys
 from unidist.backends.redis._client import NO_RETRY, Client, Policy, load_scripts
+from unidist.backends.redis._cluster import ClusterClient, host_port
 from unidist.codec import JSON, decode, encode
 from unidist.errors import CorruptData, InvalidName, InvalidURL
 
@@ -165,7 +166,13 @@ def _priority_of(rank: str) -> int:
 class RedisBackend(Backend):
     """Many hosts sharing one Redis server. See the module docs: URL, options, guarantees."""
 
-    schemes: ClassVar[tuple[str, ...]] = ("redis", "rediss", "unix", "redis+sentinel")
+    schemes: ClassVar[tuple[str, ...]] = (
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+        "redis+cluster",
+    )
     options: ClassVar[dict[str, OptionParser]] = {
         "prefix": _opt_prefix,
         "db": opt_int,
@@ -207,17 +214,21 @@ class RedisBackend(Backend):
         self._caller_token = secrets.token_hex(6)
         self.connect_timeout: float = opts.get("connect_timeout", 1.5)
         self.socket_timeout: float = opts.get("socket_timeout", 5.0)
-        pool, where = self._make_pool(parsed, scheme)
-        self.where = where
-        self._client = Client(
-            pool,
-            where=where,
-            url=self.url,
-            retries=opts.get("retries", None if "retry_for" in opts else 3),
-            connect_timeout=self.connect_timeout,
-            socket_timeout=self.socket_timeout,
-            retry_for=opts.get("retry_for"),
-        )
+        settings: dict[str, Any] = {
+            "url": self.url,
+            "retries": opts.get("retries", None if "retry_for" in opts else 3),
+            "connect_timeout": self.connect_timeout,
+            "socket_timeout": self.socket_timeout,
+            "retry_for": opts.get("retry_for"),
+        }
+        self._client: Client
+        if scheme == "redis+cluster":
+            pool, seeds = self._cluster_pool(parsed)
+            self.where = "Redis Cluster " + ",".join(f"{h}:{p}" for h, p in seeds)
+            self._client = ClusterClient(pool, seeds, where=self.where, **settings)
+        else:
+            pool, self.where = self._make_pool(parsed, scheme)
+            self._client = Client(pool, where=self.where, **settings)
         self._scripts = load_scripts()
         self._local = threading.local()
         self._closed = False
@@ -249,7 +260,7 @@ class RedisBackend(Backend):
             password = unquote(pw) if colon else None
         sentinels: list[tuple[str, int]] = []
         for item in hostlist.split(","):
-            host, port = _host_port(item.strip(), 26379, self.url)
+            host, port = host_port(item.strip(), 26379, self.url)
             sentinels.append((host, port))
         segments = [unquote(p) for p in parsed.path.split("/") if p]
         if not segments or len(segments) > 2:
@@ -280,6 +291,23 @@ class RedisBackend(Backend):
         pool = SentinelConnectionPool(service, manager, **kwargs)  # type: ignore[no-untyped-call]
         where = f"service {service!r} via Sentinel " + ",".join(f"{h}:{p}" for h, p in sentinels)
         return pool, where
+
+    def _cluster_pool(self, parsed: ParsedURL) -> tuple[ConnectionPool, list[tuple[str, int]]]:
+        """``redis+cluster://[[user]:password@]host[:port][,host[:port]...][/0]``: some nodes
+        of the Cluster (the slot table is read from any of them); database 0 only."""
+        userinfo, _, hostlist = parsed.netloc.rpartition("@")
+        username: str | None = None
+        password: str | None = None
+        if userinfo:
+            user, colon, pw = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(pw) if colon else None
+        seeds = [host_port(item.strip(), 6379, self.url) for item in hostlist.split(",")]
+        if parsed.path.strip("/") not in ("", "0") or parsed.options.get("db", 0) != 0:
+            raise InvalidURL(f"Redis Cluster has only database 0; got {self.url}")
+        kwargs = self._common_kwargs(username, password)
+        kwargs.update(host=seeds[0][0], port=seeds[0][1], db=0)
+        return ConnectionPool(**kwargs), seeds
 
     def _make_pool(self, parsed: ParsedURL, scheme: str) -> tuple[ConnectionPool, str]:
         if scheme == "redis+sentinel":
@@ -355,15 +383,7 @@ class RedisBackend(Backend):
         return waits
 
     def _scan(self, pattern: str) -> list[str]:
-        found: set[str] = set()
-        cursor: int | str = 0
-        while True:
-            cursor, batch = self._client.command(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT
-            )
-            found.update(batch)
-            if int(cursor) == 0:
-                return sorted(found)
+        return sorted(self._client.scan(pattern, _SCAN_COUNT))
 
     # ------------------------------------------------------------------ locks
     def lock_acquire(
@@ -924,22 +944,6 @@ class RedisBackend(Backend):
             info = decode(reply[i + 1], where=f"group {group!r} member {reply[i]}")
             out[reply[i]] = dict(info) if isinstance(info, dict) else {"info": info}
         return out
-
-
-def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port`` of a host list."""
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = item.partition(":")
-    if not host:
-        raise InvalidURL(f"empty host in the host list of {url}")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidURL(f"bad port {port_text!r} in the host list of {url}")
-    return host, int(port_text)
 
 
 def _check_id(value: object, what: str) -> str:
