@@ -255,11 +255,9 @@ def test_forty_jobs_four_hosts_one_fails_midway(sshd: Sshd, tmp_path: Path, log_
     assert batch_status("forty", file_url(tmp_path)).counts["done"] == 40
 
 
-def test_failures_files_and_output(
-    ssh_env: Sshd, tmp_path: Path, log_dir: Path, backend: Backend
-) -> None:
-    """On every backend: exit codes, a copied input file, argv quoting, a shell command line;
-    the results directory keeps what each job wrote."""
+def test_failures_files_and_output(ssh_env: Sshd, tmp_path: Path, log_dir: Path) -> None:
+    """Exit codes, a copied input file, argv quoting, a shell command line; the results
+    directory keeps what each job wrote."""
     data = tmp_path / "input data.txt"
     data.write_text("payload\n")
     jobs = [
@@ -271,8 +269,8 @@ def test_failures_files_and_output(
     results = tmp_path / "results"
     manager = JobManager(
         ["node1", "node2"],
-        backend=backend,
-        batch=f"mixed-{os.getpid()}-{time.monotonic_ns()}",
+        backend=file_url(tmp_path),
+        batch="mixed",
         slots=2,
         results_dir=results,
     )
@@ -292,16 +290,20 @@ def test_failures_files_and_output(
     assert status.finished
 
 
-def test_unreachable_hosts_bounded_retries(sshd: Sshd, tmp_path: Path, log_dir: Path) -> None:
-    """A job whose hosts all refuse connections fails after max_retries retries; with no
-    usable host left the manager returns and the rest stays pending for a later manager."""
+def test_unreachable_hosts_bounded_retries(
+    sshd: Sshd, tmp_path: Path, log_dir: Path, backend: Backend
+) -> None:
+    """On every backend: a job whose hosts all refuse connections fails after max_retries
+    retries; with no usable host left the manager returns and the rest stays pending for a
+    later manager, which finishes the batch."""
     config = failing_config(sshd.config_path, sshd.down_port, tmp_path / "x", tmp_path / "cfg")
     opts = ["-F", str(config)]
-    url = file_url(tmp_path)
+    url = backend
+    prefix = f"t{os.getpid()}-{time.monotonic_ns()}-"
     manager = JobManager(
         ["nodedown", "down2", "down3"],
         backend=url,
-        batch="down",
+        batch=prefix + "down",
         max_retries=1,
         ssh_options=opts,
         results_dir=tmp_path / "r",
@@ -317,12 +319,12 @@ def test_unreachable_hosts_bounded_retries(sshd: Sshd, tmp_path: Path, log_dir: 
     assert "Connection refused" in (tmp_path / "r" / "only" / "attempt-2" / "stderr").read_text()
     assert list(manager.host_states.values()).count("error") == 2
 
-    stuck = JobManager(["nodedown"], backend=url, batch="stuck", ssh_options=opts)
+    stuck = JobManager(["nodedown"], backend=url, batch=prefix + "stuck", ssh_options=opts)
     status = stuck.run([JobSpec(["true"], name="a"), JobSpec(["true"], name="b")])
     assert status.counts["pending"] == 2
     assert stuck.host_states == {"nodedown": "error"}
     # A later manager with a working host finishes the batch.
-    status = JobManager(["node1"], backend=url, batch="stuck", ssh_options=opts).run()
+    status = JobManager(["node1"], backend=url, batch=prefix + "stuck", ssh_options=opts).run()
     assert status.ok
     assert status.jobs["a"]["hosts"] == ["nodedown", "node1"]
 
@@ -389,14 +391,14 @@ def test_stop_puts_running_jobs_back(ssh_env: Sshd, tmp_path: Path, log_dir: Pat
     assert status.jobs["long"]["state"] == "pending"
     assert status.jobs["long"]["error"] == "stopped"
     # A later manager finishes the batch; its timeout kills the long job, remote side too.
-    mgr2 = JobManager(["node1"], backend=url, batch="stopme", timeout=4)
+    mgr2 = JobManager(["node1"], backend=url, batch="stopme", timeout=3)
     status = mgr2.run()
     assert status.jobs["short"]["state"] == "done"
     long = status.jobs["long"]
     assert long["state"] == "failed"
     assert long["error"] == "timeout"
     assert long["exit_code"] is None
-    assert 3.5 < long["duration"] < 20
+    assert 2.5 < long["duration"] < 20
     deadline = time.monotonic() + 10
     while _remote_sleepers(ssh_env) and time.monotonic() < deadline:
         time.sleep(0.1)

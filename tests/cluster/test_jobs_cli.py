@@ -189,7 +189,7 @@ def test_forget_and_stdin(
 def test_progress_bar_on_a_terminal(ssh_env: Sshd, tmp_path: Path) -> None:
     """With stderr on a terminal, `unidist jobs run` draws a progress bar there and clears
     it; stdout keeps the table."""
-    path = jobs_file(tmp_path, "tty.txt", ["true", "true", "true"])
+    path = jobs_file(tmp_path, "tty.txt", ["true", "true"])
     leader, follower = pty.openpty()
     try:
         proc = subprocess.run(
@@ -229,6 +229,6 @@ def test_progress_bar_on_a_terminal(ssh_env: Sshd, tmp_path: Path) -> None:
             os.close(follower)
     assert proc.returncode == 0
     text = err.decode()
-    assert "[" + "#" * 30 + "] 3/3  3 done, 0 failed" in text
+    assert "[" + "#" * 30 + "] 2/2  2 done, 0 failed" in text
     assert text.endswith("\r\x1b[K")
-    assert "batch tty: 3 jobs, 3 done" in proc.stdout.decode()
+    assert "batch tty: 2 jobs, 2 done" in proc.stdout.decode()
