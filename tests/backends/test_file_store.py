@@ -323,18 +323,19 @@ def test_queue_wait_bounded_by_delayed_message(be):
 
 
 def test_queue_large_backlog(tmp_path):
-    """20,000 messages survive rotations and a reopen, and drain in priority/FIFO order."""
+    """5,000 messages survive rotations and a reopen, and drain in priority/FIFO order
+    (the 20,000-message form runs in the F7 soak)."""
     url = "file://" + str(tmp_path / "d") + "?fsync=never"
     be = other(url)
-    be._cfg.compact_records = 3000
-    n = 20_000
+    be._cfg.compact_records = 1500
+    n = 5_000
     for i in range(n):
         be.queue_put("big", f"m{i:05d}", str(i), 0, i % 3)
     b2 = other(url)
     assert b2.queue_stats("big")["ready"] == n
     t0 = time.perf_counter()
     got = [b2.queue_get("big", 5).id for _ in range(n)]
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 15
     want = sorted((f"m{i:05d}" for i in range(n)), key=lambda m: (-(int(m[1:]) % 3), m))
     assert got == want
     b2.close()
