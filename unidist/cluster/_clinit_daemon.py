@@ -195,7 +195,7 @@ class Daemon:
         while not self._is_stopping():
             # Short waits: the signal handler only sets a flag (taking a lock in a signal
             # handler can deadlock against the interrupted main thread).
-            woken = self._wake.wait(0.25)
+            woken = self._wake.wait(0.1)
             self._wake.clear()
             if self._reload:
                 self._reload = False
@@ -208,6 +208,9 @@ class Daemon:
             elif woken:
                 self._push_status()
         self._shutdown()
+        # Wakes the accept() of the socket thread at once (Linux) instead of at its timeout.
+        with contextlib.suppress(OSError):
+            srv.shutdown(socket.SHUT_RDWR)
         server.join(timeout=2)
         _log.info("clinit_stopped")
         return 0
