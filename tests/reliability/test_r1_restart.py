@@ -33,7 +33,7 @@ def test_r1_kill9_restart_loses_no_acknowledged_write() -> None:
         seed(),
         retry_for=RETRY_FOR,
         connect_timeout=CONNECT_TIMEOUT,
-        long_outage=RETRY_FOR + 0.8,
+        long_outage=RETRY_FOR + 0.6,
     )
     run.result.emit()
     found = run.audit

@@ -26,7 +26,7 @@ from tests.reliability._report import count, seed
 @pytest.mark.parametrize("persistence", ["everysec", "off"])
 def test_r2_loss_is_reported_never_corruption(persistence: str) -> None:
     """Restarts lose at most what the persistence mode allows; what is left is intact."""
-    cycles = count(5, 100)
+    cycles = count(3, 100)
     run = chaos("R2", persistence, cycles, seed(), retry_for=1.5, connect_timeout=0.5)
     calls_s = max(sum(r.call_ms) for r in run.reports) / 1000  # the workers' wall time
     rate = run.audit.acked / max(calls_s, 0.001)

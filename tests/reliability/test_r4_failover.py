@@ -102,7 +102,7 @@ def test_r4_cluster_slot_migration_under_load_loses_nothing() -> None:
     lost or duplicated, the work continues, and every key of one object is in one slot."""
     seed_value = seed()
     rng = random.Random(seed_value)
-    moves = count(3, 30)
+    moves = count(2, 30)
     result = Result("R4", "redis", seed_value, params={"topology": "cluster", "moves": moves})
     result.path = tempfile.gettempdir()
     with cluster_set() as topo:

@@ -5,6 +5,15 @@ URL forms::
     redis://[[user]:password@]host[:port][/db][?option=value&...]
     rediss://...                                   (TLS; certificates verified by default)
     unix://[[user]:password@]/path/to/redis.sock[?db=0&...]
+    redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/db][?...]
+    redis+cluster://[[user]:password@]host[:port][,host[:port]...][/0][?...]
+
+``redis+sentinel://`` names Sentinels (default port 26379) and the monitored service; the
+primary is asked for again after every lost connection, so a failover is followed within
+the retry budget (``sentinel_username``/``sentinel_password`` for Sentinels with a
+password). ``redis+cluster://`` names some Cluster nodes; commands go to the primary of
+their slot, and MOVED/ASK/TRYAGAIN/CLUSTERDOWN are followed within the retry budget. TLS is
+not available with either yet.
 
 Options (query string; anything else is :class:`~unidist.errors.InvalidURL`):
 
@@ -51,6 +60,9 @@ to do", :class:`~unidist.errors.OutcomeUnknown` says the first attempt may have 
 are never retried after sending. An unreachable server raises
 :class:`~unidist.errors.BackendUnavailable` naming ``host:port`` (never the password) within
 about ``connect_timeout``; a wrong password says "authentication failed".
+
+Guarantees per topology and persistence mode, the ACL command list and the measurements:
+``docs/reliability/redis.md``.
 
 Durability is Redis's: without persistence (the default ``redis.conf``) a restart loses
 everything; with ``appendonly yes`` + ``appendfsync always`` an acknowledged operation
