@@ -6,6 +6,13 @@
 #   scripts/bench.sh --quick              # about 2 minutes
 #   scripts/bench.sh --only locks         # one group: locks|counters|state|queues
 #   scripts/bench.sh --repeat 7
+#   scripts/bench.sh --curves             # 1,2,4,8 threads and processes (unidist + main peers)
+# The other benchmarks run in the same environment when named first:
+#   scripts/bench.sh sizes --quick        # benchmarks/bench_sizes.py (100 B, 10 KiB, 1 MiB)
+#   scripts/bench.sh depth --quick        # benchmarks/bench_depth.py (1k and 1M messages)
+#   scripts/bench.sh log --quick          # benchmarks/bench_log.py (track files, shipping)
+#   scripts/bench.sh threadsafe           # benchmarks/bench_threadsafe.py
+#   scripts/bench.sh handover             # benchmarks/bench_lock_handover.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -29,4 +36,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "note: redis-server is not on PATH; the Redis rows will be reported as errors" >&2
   echo "      (scripts/bootstrap.sh --dev installs it)." >&2
 fi
-exec "$VENV/bin/python" benchmarks/run.py "$@"
+script=benchmarks/run.py
+case "${1:-}" in
+  sizes | depth | log | threadsafe)
+    script="benchmarks/bench_$1.py"
+    shift
+    ;;
+  handover)
+    script=benchmarks/bench_lock_handover.py
+    shift
+    ;;
+esac
+exec "$VENV/bin/python" "$script" "$@"
