@@ -21,6 +21,7 @@ import unidist.log
 from tests.cluster._jobs_common import failing_config, max_concurrency, recording_job, runs
 from tests.cluster._sshd import Sshd
 from unidist.backends.base import Backend
+from unidist.cli.main import main
 from unidist.cluster.jobs import (
     BatchMismatch,
     JobEvent,
@@ -515,7 +516,10 @@ def managers() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def test_kill9_manager_then_restart_runs_every_job_once(
-    sshd: Sshd, tmp_path: Path, managers: list[subprocess.Popen[str]]
+    sshd: Sshd,
+    tmp_path: Path,
+    managers: list[subprocess.Popen[str]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A manager killed with -9 mid-batch leaves its runners going; the restarted manager
     adopts them, finishes the batch, and every job ran exactly once."""
@@ -526,6 +530,12 @@ def test_kill9_manager_then_restart_runs_every_job_once(
     at_kill = _kill_midway(first, url, 3)
     in_flight = {n for n, r in at_kill.items() if r["state"] == "running"}
     assert in_flight
+    # `jobs status` tells that those jobs wait for a manager.
+    assert set(batch_status("crash", url).orphaned) == in_flight
+    assert main(["--url", url, "jobs", "status", "--batch", "crash"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(in_flight)} running job(s) have no live manager" in out
+    assert "silent" in out
 
     second = _start_manager(url, tmp_path, 8, 0.5, sshd.env())
     managers.append(second)

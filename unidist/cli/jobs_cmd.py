@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import click
 
-from unidist.cli._common import echo_json, fmt_seconds, fmt_time, table
+from unidist.cli._common import age, echo_json, fmt_seconds, fmt_time, table
 from unidist.cli.main import EXIT_ERROR, EXIT_OK, Context
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9._\-:@]+")
@@ -103,12 +103,25 @@ def _show(obj: Context, status: Any, out_json: bool) -> None:
             for h, r in sorted(status.hosts.items())
         ]
         click.echo(table(["HOST", "STATE", "DONE", "FAILED", "ERROR"], hrows))
+    if status.managers:
+        click.echo("")
+        mrows = [
+            [mid, "alive" if m.get("alive") else "silent", fmt_seconds(age(m.get("heartbeat")))]
+            for mid, m in sorted(status.managers.items())
+        ]
+        click.echo(table(["MANAGER", "STATE", "LAST HEARTBEAT"], mrows))
     c = status.counts
     click.echo(
         f"\nbatch {status.batch}: {len(status.jobs)} jobs, {c['done']} done, "
         f"{c['failed']} failed, {c['running']} running, {c['pending']} pending"
         + (f"; results in {status.results_dir}" if status.results_dir else "")
     )
+    orphaned = status.orphaned
+    if orphaned:
+        click.echo(
+            f"{len(orphaned)} running job(s) have no live manager; run the batch again "
+            "(unidist jobs run ... with the same --batch) to resume it"
+        )
 
 
 @click.group("jobs")

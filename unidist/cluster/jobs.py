@@ -66,6 +66,7 @@ __all__ = [
     "forget_batch",
     "list_batches",
     "load_jobs",
+    "manager_alive",
     "parse_jobs",
     "product_jobs",
 ]
@@ -123,6 +124,19 @@ class BatchStatus:
     hosts: dict[str, dict[str, Any]]
     results_dir: str | None = None
     created: float | None = None
+    managers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Heartbeat records of the managers working on the batch (``host``, ``pid``,
+    ``heartbeat``, ``lease``, and ``alive`` as judged from here)."""
+
+    @property
+    def orphaned(self) -> list[str]:
+        """Running jobs whose manager is gone: they wait for a manager to resume the batch."""
+        return [
+            name
+            for name, rec in self.jobs.items()
+            if rec.get("state") == "running"
+            and not self.managers.get(str(rec.get("manager")), {}).get("alive", False)
+        ]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -152,7 +166,42 @@ class BatchStatus:
             "counts": self.counts,
             "jobs": list(self.jobs.values()),
             "hosts": self.hosts,
+            "managers": self.managers,
+            "orphaned": self.orphaned,
         }
+
+
+def manager_alive(rec: dict[str, Any], default_lease: float = 30.0) -> bool:
+    """Whether the manager of heartbeat record ``rec`` counts as alive: its heartbeat is
+    younger than its lease and, on this machine, its pid runs (a pid that is this process's
+    but no live manager of it was reused)."""
+    beat = rec.get("heartbeat")
+    lease = rec.get("lease", default_lease)
+    fresh = isinstance(beat, (int, float)) and time.time() - beat < float(lease)
+    if rec.get("host") != HOST:
+        return fresh
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return (
+            fresh
+            and isinstance(pid, int)
+            and any(m.id == rec.get("id") for m in list(_live_managers.values()))
+        )
+    return fresh and launch._pid_alive(pid)
+
+
+def _status(store: BatchStore, snap: dict[str, Any], meta: dict[str, Any]) -> BatchStatus:
+    managers = {
+        mid: {**rec, "alive": manager_alive(rec)} for mid, rec in store.managers(snap).items()
+    }
+    return BatchStatus(
+        store.batch,
+        store.jobs(snap),
+        store.hosts(snap),
+        meta.get("results_dir"),
+        meta.get("created"),
+        managers,
+    )
 
 
 def batch_status(batch: str, backend: Backend | str | None = None) -> BatchStatus:
@@ -167,9 +216,7 @@ def batch_status(batch: str, backend: Backend | str | None = None) -> BatchStatu
     meta = snap.get("meta")
     if not isinstance(meta, dict):
         raise KeyError(f"no batch named {batch!r} on this backend")
-    return BatchStatus(
-        batch, store.jobs(snap), store.hosts(snap), meta.get("results_dir"), meta.get("created")
-    )
+    return _status(store, snap, meta)
 
 
 def forget_batch(batch: str, backend: Backend | str | None = None) -> None:
@@ -385,14 +432,7 @@ class JobManager:
         """The batch's stored status (every manager's jobs)."""
         snap = self._store.snapshot()
         meta = snap.get("meta")
-        meta = meta if isinstance(meta, dict) else {}
-        return BatchStatus(
-            self.batch,
-            self._store.jobs(snap),
-            self._store.hosts(snap),
-            meta.get("results_dir"),
-            meta.get("created"),
-        )
+        return _status(self._store, snap, meta if isinstance(meta, dict) else {})
 
     @property
     def host_states(self) -> dict[str, str]:
@@ -442,24 +482,20 @@ class JobManager:
     def _beat(self) -> None:
         self._store.heartbeat(
             self.id,
-            {"host": HOST, "pid": os.getpid(), "heartbeat": time.time(), "lease": self.lease},
+            {
+                "id": self.id,
+                "host": HOST,
+                "pid": os.getpid(),
+                "heartbeat": time.time(),
+                "lease": self.lease,
+            },
         )
 
     def _alive(self, manager_id: str, managers: dict[str, dict[str, Any]]) -> bool:
         if manager_id == self.id or manager_id in _live_managers:
             return True
         rec = managers.get(manager_id)
-        if rec is None:
-            return False
-        beat = rec.get("heartbeat")
-        lease = rec.get("lease", self.lease)
-        fresh = isinstance(beat, (int, float)) and time.time() - beat < float(lease)
-        if rec.get("host") != HOST:
-            return fresh
-        pid = rec.get("pid")
-        if not isinstance(pid, int) or pid == os.getpid():
-            return False  # our pid, but not one of our live managers: a reused pid
-        return fresh and launch._pid_alive(pid)
+        return rec is not None and manager_alive(rec, self.lease)
 
     def _take_over_dead(self) -> None:
         snap = self._store.snapshot()
