@@ -34,15 +34,16 @@ def test_l1_killed_holder_hands_over_in_time(backend_kind: str, backend_url: str
     lock = unidist.SharedLock("l1", backend=backend_url)
     try:
         with procs() as kids:
-            nxt = Proc("holder", url=backend_url, name="l1", ttl=TTL[backend_kind])
-            kids.append(nxt)
-            for _ in range(cycles):
-                kid = nxt
+            # every holder starts at once (start-up is not on the clock), then each in turn
+            # takes the lock and is killed
+            kids += [
+                Proc("holder", url=backend_url, name="l1", ttl=TTL[backend_kind])
+                for _ in range(cycles)
+            ]
+            for kid in kids:
                 kid.expect("ready")
+            for kid in kids:
                 old = int(kid.ask("acquire").split()[1])
-                # the next holder starts now, so its start-up is not on the clock
-                nxt = Proc("holder", url=backend_url, name="l1", ttl=TTL[backend_kind])
-                kids.append(nxt)
                 time.sleep(rng.uniform(0.0, 0.05))
                 res.attempted += 1
                 killed = time.monotonic()

@@ -34,10 +34,10 @@ def test_l2_resumed_holder_is_fenced(backend_kind: str, backend_url: str) -> Non
     state = unidist.SharedState("fence", backend=backend_url)
     try:
         with procs() as kids:
-            for run in range(runs):
-                kid = Proc("holder", url=backend_url, name="l2", ttl=TTL)
-                kids.append(kid)
+            kids += [Proc("holder", url=backend_url, name="l2", ttl=TTL) for _ in range(runs)]
+            for kid in kids:
                 kid.expect("ready")
+            for run, kid in enumerate(kids):
                 old = int(kid.ask("acquire").split()[1])
                 assert kid.ask("write res").startswith("accepted")
                 res.attempted += 1

@@ -38,10 +38,13 @@ def test_l4_killed_parent_of_a_forked_child_frees_the_lock(
     grandchildren: list[int] = []
     try:
         with procs() as kids:
-            for _ in range(runs):
-                kid = Proc("holder", url=backend_url, name="l4", ttl=TTL[backend_kind])
-                kids.append(kid)
+            kids += [
+                Proc("holder", url=backend_url, name="l4", ttl=TTL[backend_kind])
+                for _ in range(runs)
+            ]
+            for kid in kids:
                 kid.expect("ready")
+            for kid in kids:
                 old = int(kid.ask("acquire").split()[1])
                 grandchildren.append(int(kid.ask("fork 60").split()[1]))
                 assert kid.ask("contend") == "contend refused"  # (c), in the holder's thread
