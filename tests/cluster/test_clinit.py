@@ -23,7 +23,7 @@ import pytest
 
 from unidist.cli.main import main
 from unidist.cluster import clinit
-from unidist.cluster._clinit_table import parse_table
+from unidist.cluster._clinit_table import parse_table, read_table
 from unidist.errors import ClusterFileError, UnidistError
 
 DEADLINE = 15.0
@@ -114,6 +114,7 @@ class Env:
     def cltab(self, text: str) -> Path:
         path = self.base / "cltab"
         path.write_text(text.replace("@P", str(self.pids)))
+        os.chmod(path, 0o644)  # whatever the umask: the daemon refuses a group-writable cltab
         return path
 
     def daemon(self, *extra: str, name: str = "daemon", wait: bool = True) -> Daemon:
@@ -527,6 +528,22 @@ def test_cltab_parsing() -> None:
     assert (second.mode, second.argv, second.line) == ("off", (), 2)
     assert table.entries_at("web", "2") == (first,)
     assert table.groups == ("web",)
+
+
+def test_cltab_others_could_change_is_refused(tmp_path: Path) -> None:
+    """A cltab writable by group or others, or owned by another user, is refused."""
+    path = tmp_path / "cltab"
+    path.write_text("g:1:a:once:true\n")
+    os.chmod(path, 0o644)
+    assert len(read_table(path).entries) == 1
+    os.chmod(path, 0o664)
+    with pytest.raises(ClusterFileError, match="writable by group or others"):
+        read_table(path)
+    os.chmod(path, 0o644)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ClusterFileError, match="owned by uid 65534"):
+        read_table(path)
+    assert len(read_table(path, strict=False).entries) == 1
 
 
 def test_daemon_with_bad_cltab_exits_naming_the_line(env: Env) -> None:

@@ -142,15 +142,34 @@ def parse_table(text: str, path: str = "<string>") -> Table:
     return Table(path, tuple(entries))
 
 
-def read_table(path: str | os.PathLike[str]) -> Table:
+def read_table(path: str | os.PathLike[str], strict: bool = True) -> Table:
     """Read and parse the cltab file ``path``.
 
+    Args:
+        strict: refuse a file that someone other than this user (or root) could change:
+            owned by another user, or writable by group or others. Whoever can write the
+            cltab runs commands as the daemon's user.
+
     Raises:
-        ClusterFileError: the file is missing, unreadable, not UTF-8, or malformed (naming
-            the file and line).
+        ClusterFileError: the file is missing, unreadable, unsafe (``strict``), not UTF-8,
+            or malformed (naming the file and line).
     """
     name = os.fspath(path)
     try:
+        if strict:
+            info = os.stat(name)
+            if info.st_uid not in (os.geteuid(), 0):
+                raise ClusterFileError(
+                    f"{name}: the cltab is owned by uid {info.st_uid}; it must belong to "
+                    "this user or root",
+                    path=name,
+                )
+            if info.st_mode & 0o022:
+                raise ClusterFileError(
+                    f"{name}: the cltab is writable by group or others "
+                    f"(mode {info.st_mode & 0o777:04o}); chmod go-w it",
+                    path=name,
+                )
         text = Path(name).read_bytes().decode("utf-8")
     except OSError as exc:
         raise ClusterFileError(
