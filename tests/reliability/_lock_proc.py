@@ -130,9 +130,11 @@ def _holder(url: str, name: str, limit: int = 1, ttl: float | None = None, **kw:
             _say("error", f"unknown command {cmd!r}")
 
 
-def _churn(url: str, name: str, ttl: float | None = None, **kw: Any) -> None:
+def _churn(url: str, name: str, ttl: float | None = None, gate: bool = False, **kw: Any) -> None:
     lock = unidist.SharedLock(name, backend=url, ttl=ttl)
     _say("ready", os.getpid())
+    if gate and sys.stdin.readline().strip() != "go":
+        return
     while True:
         lock.acquire()
         _say("tok", lock.token)

@@ -68,9 +68,14 @@ def test_l5_file_tokens_survive_kills(tmp_path: Path) -> None:
     res = Result("L5", "file", sd, {"cycles": n, "procs": 2}, path=str(tmp_path))
     cycles: list[list[list[int]]] = []
     with procs() as kids:
-        for _ in range(n):
-            pair = [Proc("churn", url=url, name="l5") for _ in range(2)]
-            kids.extend(pair)
+        # all start at once and wait for their turn (start-up is not what is measured)
+        kids += [Proc("churn", url=url, name="l5", gate=True) for _ in range(2 * n)]
+        for kid in kids:
+            kid.expect("ready")
+        for c in range(n):
+            pair = kids[2 * c : 2 * c + 2]
+            for kid in pair:
+                kid.send("go")
             first = [[int(kid.expect("tok "))] for kid in pair]
             time.sleep(rng.uniform(0.0, 0.2))
             for kid in pair:
