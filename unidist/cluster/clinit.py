@@ -46,11 +46,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from unidist.cluster._clinit_sock import SOCKET_NAME, DaemonNotRunning, default_dir, request
 from unidist.cluster._clinit_table import MODES, Entry, Table, check_word, parse_table, read_table
 from unidist.errors import UnidistError
+
+if TYPE_CHECKING:
+    from unidist.backends.base import Backend
 
 __all__ = [
     "BUCKET",
@@ -164,7 +167,7 @@ def _checked(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def set_cluster_level(backend: Any, group: str, level: str) -> dict[str, Any]:
+def set_cluster_level(backend: Backend | str, group: str, level: str) -> dict[str, Any]:
     """Record ``level`` as the desired level of ``group`` cluster-wide and return the record.
 
     Every daemon started with this backend whose host is in cluster group ``group`` moves
@@ -192,7 +195,7 @@ def set_cluster_level(backend: Any, group: str, level: str) -> dict[str, Any]:
     return record
 
 
-def cluster_status(backend: Any) -> dict[str, Any]:
+def cluster_status(backend: Backend | str) -> dict[str, Any]:
     """``{"desired": {group: record}, "hosts": {host: status}}`` from the shared bucket.
 
     Raises:
