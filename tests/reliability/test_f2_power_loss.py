@@ -19,12 +19,12 @@ from __future__ import annotations
 import random
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.reliability._file_common import watching_cuts
 from tests.reliability._file_sim import Recorder, crash_states, materialize, snapshot_model
 from tests.reliability._report import Result, count, seed
 from unidist.backends.file import FileBackend, _io
@@ -105,8 +105,7 @@ def test_f2_power_loss_states(tmp_path: Path, fsync: str) -> None:
         materialize(st.tree, where)
         t0 = time.perf_counter()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with watching_cuts() as cuts:
                 be = FileBackend.from_url(f"file://{where}?fsync={fsync}")
                 try:
                     got = _read(be)
@@ -121,7 +120,7 @@ def test_f2_power_loss_states(tmp_path: Path, fsync: str) -> None:
             shutil.rmtree(where)
             continue
         result.timing("open", (time.perf_counter() - t0) * 1000)
-        result.torn_tails_cut += sum("torn tail" in str(w.message) for w in caught)
+        cuts.add_to(result)
         shutil.rmtree(where)
         ok = True
         for obj, states in hist.items():
@@ -187,8 +186,7 @@ def test_f2_power_loss_group_commit_threads(tmp_path: Path) -> None:
         where = tmp_path / f"s{i}"
         materialize(st.tree, where)
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with watching_cuts() as cuts:
                 b = FileBackend.from_url(f"file://{where}?fsync=always")
                 try:
                     value = b.counter_get("c")
@@ -200,7 +198,7 @@ def test_f2_power_loss_group_commit_threads(tmp_path: Path) -> None:
             continue
         finally:
             shutil.rmtree(where)
-        result.torn_tails_cut += sum("torn tail" in str(w.message) for w in caught)
+        cuts.add_to(result)
         if value < acked:
             result.lost += acked - value
             failures.append(f"cut={st.cut} plan={st.plan}: value {value} < acked {acked}")
