@@ -68,13 +68,15 @@ def test_l5_file_tokens_survive_kills(tmp_path: Path) -> None:
     res = Result("L5", "file", sd, {"cycles": n, "procs": 2}, path=str(tmp_path))
     cycles: list[list[list[int]]] = []
     with procs() as kids:
-        # all start at once and wait for their turn (start-up is not what is measured)
-        kids += [Proc("churn", url=url, name="l5", gate=True) for _ in range(2 * n)]
-        for kid in kids:
-            kid.expect("ready")
+        # the next pair starts while this one churns and waits for its turn (start-up is
+        # not what is measured)
+        kids += [Proc("churn", url=url, name="l5", gate=True) for _ in range(2)]
         for c in range(n):
             pair = kids[2 * c : 2 * c + 2]
+            if c + 1 < n:
+                kids += [Proc("churn", url=url, name="l5", gate=True) for _ in range(2)]
             for kid in pair:
+                kid.expect("ready")
                 kid.send("go")
             first = [[int(kid.expect("tok "))] for kid in pair]
             time.sleep(rng.uniform(0.0, 0.2))
