@@ -379,19 +379,27 @@ h:1:c:once:{env.sleeper("c")}
 
 
 def test_daemon_killed_and_restarted_adopts_its_level(env: Env) -> None:
-    """After kill -9 of the daemon, a new daemon stops the orphans it left (pid and start
-    time from the run file) and brings the group back to its level with fresh processes."""
-    env.cltab(f"g:1:r:respawn:{env.sleeper('r')}\ng:1:o:once:{env.sleeper('o')}\n")
-    d = env.daemon()
-    d.level("g", "1")
-    r, o = env.pid("r"), env.pid("o")
+    """--level sets a group's first level; after kill -9 of the daemon, a new daemon stops
+    the orphans it left (pid and start time from the run file) and brings the group back to
+    its recorded level (not --level) with fresh processes."""
+    env.cltab(
+        f"""g:1,2:r:respawn:{env.sleeper("r")}
+g:2:o:once:{env.sleeper("o")}
+"""
+    )
+    d = env.daemon("--level", "g=1")
+    r = env.pid("r")
+    until(lambda: d.group("g")["state"] == "RUNNING", "level 1 from --level")
+    d.level("g", "2")
+    o = env.pid("o")
     d.proc.kill()
     d.proc.wait()
     assert alive(r), "children live on in their own sessions"
     assert alive(o)
-    d2 = env.daemon(name="daemon2")
+    d2 = env.daemon("--level", "g=1", name="daemon2")
     r2, o2 = env.fresh_pid("r", r), env.fresh_pid("o", o)
     until(lambda: d2.group("g")["state"] == "RUNNING", "RUNNING after restart")
+    assert d2.group("g")["level"] == "2"
     assert gone(r)
     assert gone(o)
     assert {p["pid"] for p in d2.group("g")["procs"]} == {r2, o2}
@@ -399,7 +407,7 @@ def test_daemon_killed_and_restarted_adopts_its_level(env: Env) -> None:
     assert gone(r2), "a stopped daemon stops its groups"
     assert gone(o2)
     status = clinit.parse_status(d2.status_file.read_text())["g"]
-    assert (status["level"], status["state"]) == ("1", "STOPPED")
+    assert (status["level"], status["state"]) == ("2", "STOPPED")
 
 
 def test_cluster_level_converges_and_survives_restart(
