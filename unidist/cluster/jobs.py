@@ -24,26 +24,34 @@ stopped sending heartbeats; see ``docs/jobs.md``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue as _queue
 import secrets
-import shutil
-import subprocess
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from unidist._facade import HOST, resolve_backend
-from unidist._names import check_name
 from unidist.backends.base import Backend
 from unidist.cluster import _jobs_launch as launch
+from unidist.cluster._jobs_attempts import AttemptRunner, Run
 from unidist.cluster._jobs_spec import Job, JobSpec, expand, load_jobs, parse_jobs, product_jobs
+from unidist.cluster._jobs_status import (
+    HOST_STATES,
+    JOB_STATES,
+    LIVE_MANAGERS,
+    BatchStatus,
+    JobEvent,
+    batch_status,
+    check_batch,
+    forget_batch,
+    list_batches,
+    manager_alive,
+    status_of,
+)
 from unidist.cluster._jobs_store import (
     RETRY_PRIORITY,
     TERMINAL,
@@ -71,198 +79,12 @@ __all__ = [
     "product_jobs",
 ]
 
-HOST_STATES: Final = ("unknown", "free", "busy", "done", "error")
-"""Host states: ``unknown`` (not used yet by this manager), ``free`` (reachable, a slot is
-free and nothing runs), ``busy`` (at least one job runs there), ``done`` (the batch has no more
-work for it), ``error`` (a connection failed; this manager launches nothing more there)."""
-
-JOB_STATES: Final = ("pending", "running", "done", "failed")
-"""Job states: ``pending`` (waiting in the queue), ``running``, ``done`` (exit code 0),
-``failed`` (non-zero exit, timeout, or no host reached it within ``max_retries`` retries)."""
-
-_POLL: Final = 0.1
 _SPAWN_GRACE: Final = 10.0
 """Seconds a dead manager's attempt without a runner pid is left alone before it is run
 again: the manager may have died between starting the runner and the runner's first line."""
-_live_managers: weakref.WeakValueDictionary[str, JobManager] = weakref.WeakValueDictionary()
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """What the manager reports to ``on_event`` and logs to the ``jobs`` track.
-
-    ``kind`` is ``launch`` (an attempt started on ``host``), ``done`` (exit code 0),
-    ``failed`` (the job ended badly: ``error`` is ``failed``, ``timeout``, ``unreachable`` or
-    ``lost``), ``retry`` (the attempt never reached the host or its runner was lost; the job
-    waits for another host), ``adopt`` (a job left running by a dead manager is now followed
-    by this one) or ``host`` (``host`` changed to ``host_state``).
-    """
-
-    kind: str
-    batch: str
-    job: str | None = None
-    host: str | None = None
-    attempt: int | None = None
-    exit_code: int | None = None
-    error: str = ""
-    duration: float | None = None
-    host_state: str | None = None
-    message: str = ""
-    time: float = field(default_factory=time.time)
-
-    def to_json(self) -> dict[str, Any]:
-        """The event as a JSON object (None fields left out)."""
-        return {k: v for k, v in self.__dict__.items() if v is not None and v != ""}
-
-
-@dataclass(frozen=True)
-class BatchStatus:
-    """A batch as stored: job records by name (batch order) and host records by host."""
-
-    batch: str
-    jobs: dict[str, dict[str, Any]]
-    hosts: dict[str, dict[str, Any]]
-    results_dir: str | None = None
-    created: float | None = None
-    managers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Heartbeat records of the managers working on the batch (``host``, ``pid``,
-    ``heartbeat``, ``lease``, and ``alive`` as judged from here)."""
-
-    @property
-    def orphaned(self) -> list[str]:
-        """Running jobs whose manager is gone: they wait for a manager to resume the batch."""
-        return [
-            name
-            for name, rec in self.jobs.items()
-            if rec.get("state") == "running"
-            and not self.managers.get(str(rec.get("manager")), {}).get("alive", False)
-        ]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Number of jobs in each of :data:`JOB_STATES`."""
-        counts = dict.fromkeys(JOB_STATES, 0)
-        for rec in self.jobs.values():
-            state = str(rec.get("state"))
-            counts[state] = counts.get(state, 0) + 1
-        return counts
-
-    @property
-    def finished(self) -> bool:
-        """Every job is done or failed."""
-        return all(rec.get("state") in TERMINAL for rec in self.jobs.values())
-
-    @property
-    def ok(self) -> bool:
-        """Every job is done (exit code 0)."""
-        return all(rec.get("state") == "done" for rec in self.jobs.values())
-
-    def to_json(self) -> dict[str, Any]:
-        """The status as a JSON object."""
-        return {
-            "batch": self.batch,
-            "results_dir": self.results_dir,
-            "created": self.created,
-            "counts": self.counts,
-            "jobs": list(self.jobs.values()),
-            "hosts": self.hosts,
-            "managers": self.managers,
-            "orphaned": self.orphaned,
-        }
-
-
-def manager_alive(rec: dict[str, Any], default_lease: float = 30.0) -> bool:
-    """Whether the manager of heartbeat record ``rec`` counts as alive: its heartbeat is
-    younger than its lease and, on this machine, its pid runs (a pid that is this process's
-    but no live manager of it was reused)."""
-    beat = rec.get("heartbeat")
-    lease = rec.get("lease", default_lease)
-    fresh = isinstance(beat, (int, float)) and time.time() - beat < float(lease)
-    if rec.get("host") != HOST:
-        return fresh
-    pid = rec.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return (
-            fresh
-            and isinstance(pid, int)
-            and any(m.id == rec.get("id") for m in list(_live_managers.values()))
-        )
-    return fresh and launch._pid_alive(pid)
-
-
-def _status(store: BatchStore, snap: dict[str, Any], meta: dict[str, Any]) -> BatchStatus:
-    managers = {
-        mid: {**rec, "alive": manager_alive(rec)} for mid, rec in store.managers(snap).items()
-    }
-    return BatchStatus(
-        store.batch,
-        store.jobs(snap),
-        store.hosts(snap),
-        meta.get("results_dir"),
-        meta.get("created"),
-        managers,
-    )
-
-
-def batch_status(batch: str, backend: Backend | str | None = None) -> BatchStatus:
-    """The stored status of ``batch``.
-
-    Raises:
-        KeyError: there is no such batch on the backend.
-        InvalidName: a bad batch name.
-    """
-    store = BatchStore(resolve_backend(backend), _check_batch(batch))
-    snap = store.snapshot()
-    meta = snap.get("meta")
-    if not isinstance(meta, dict):
-        raise KeyError(f"no batch named {batch!r} on this backend")
-    return _status(store, snap, meta)
-
-
-def forget_batch(batch: str, backend: Backend | str | None = None) -> None:
-    """Delete ``batch`` from the backend: job and host records, queue, index entry. Results
-    files stay. Deleting a batch that a manager still runs makes that manager's updates fail
-    their compare-and-set: its jobs are not recorded."""
-    BatchStore(resolve_backend(backend), _check_batch(batch)).forget()
-
-
-def list_batches(backend: Backend | str | None = None) -> list[str]:
-    """The names of the batches stored on ``backend``, oldest first."""
-    from unidist.cluster._jobs_store import INDEX_BUCKET
-    from unidist.state import SharedState
-
-    index = SharedState(INDEX_BUCKET, resolve_backend(backend)).snapshot()
-    return sorted(index, key=lambda b: (_created(index[b]), b))
-
-
-def _created(value: Any) -> float:
-    created = value.get("created") if isinstance(value, dict) else None
-    return float(created) if isinstance(created, (int, float)) else 0.0
-
-
-def _check_batch(batch: str) -> str:
-    check_name(batch, "batch name")
-    if len(batch) > 190:
-        raise ValueError("a batch name is limited to 190 characters")
-    return batch
-
-
-@dataclass
-class _Run:
-    """An attempt this manager follows."""
-
-    name: str
-    host: str
-    attempt: int
-    directory: Path
-    started: float
-    job: Job | None
-    adopted: bool = False
-    pid: int | None = None
-    killed: bool = False
-
-
-class JobManager:
+class JobManager(AttemptRunner):
     """Runs a batch of jobs over hosts, at most ``slots`` at a time per host.
 
     A job goes to a host with a free slot as soon as one frees up. A host whose connection
@@ -319,7 +141,7 @@ class JobManager:
     ) -> None:
         from unidist.cluster.remote import resolve_targets
 
-        self.batch = _check_batch(batch)
+        self.batch = check_batch(batch)
         self.hosts: tuple[str, ...] = tuple(dict.fromkeys(resolve_targets(targets, cluster)))
         if not self.hosts:
             raise ValueError("JobManager needs at least one target host")
@@ -345,12 +167,12 @@ class JobManager:
         self.results_dir: Path | None = self._results_arg
         self.id = f"{HOST}-{os.getpid()}-{secrets.token_hex(4)}"
         self._jobs: dict[str, Job] = {}
-        self._running: dict[str, _Run] = {}
+        self._running: dict[str, Run] = {}
         self._per_host: dict[str, int] = dict.fromkeys(self.hosts, 0)
         self._host_state: dict[str, str] = dict.fromkeys(self.hosts, "unknown")
         self._host_error: dict[str, str] = {}
         self._host_counts: dict[str, list[int]] = {h: [0, 0] for h in self.hosts}
-        self._finished: _queue.Queue[tuple[_Run, launch.Outcome]] = _queue.Queue()
+        self._finished: _queue.Queue[tuple[Run, launch.Outcome]] = _queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._log: Any = None
@@ -394,7 +216,7 @@ class JobManager:
         # Each run gives every host a new chance (an error may have been fixed meanwhile).
         self._host_error.clear()
         self._host_state = dict.fromkeys(self.hosts, "unknown")
-        _live_managers[self.id] = self
+        LIVE_MANAGERS.add(self.id)
         self._beat()
         try:
             self._take_over_dead()
@@ -420,7 +242,7 @@ class JobManager:
                 self._finish_hosts()
         finally:
             self._store.drop_manager(self.id)
-            _live_managers.pop(self.id, None)
+            LIVE_MANAGERS.discard(self.id)
         return self.status()
 
     def stop(self) -> None:
@@ -432,7 +254,7 @@ class JobManager:
         """The batch's stored status (every manager's jobs)."""
         snap = self._store.snapshot()
         meta = snap.get("meta")
-        return _status(self._store, snap, meta if isinstance(meta, dict) else {})
+        return status_of(self._store, snap, meta if isinstance(meta, dict) else {})
 
     @property
     def host_states(self) -> dict[str, str]:
@@ -492,7 +314,7 @@ class JobManager:
         )
 
     def _alive(self, manager_id: str, managers: dict[str, dict[str, Any]]) -> bool:
-        if manager_id == self.id or manager_id in _live_managers:
+        if manager_id == self.id or manager_id in LIVE_MANAGERS:
             return True
         rec = managers.get(manager_id)
         return rec is not None and manager_alive(rec, self.lease)
@@ -516,7 +338,7 @@ class JobManager:
                 new = {**rec, "manager": self.id}
                 if not self._store.replace_job(name, rec, new):
                     return
-                run = _Run(
+                run = Run(
                     name,
                     str(rec.get("host")),
                     int(rec.get("attempts", 1)),
@@ -642,12 +464,12 @@ class JobManager:
         if not self._store.replace_job(name, rec, new):
             return
         job = self._jobs.get(name) or Job(name, _argv_of(rec), tuple(rec.get("files", ())))
-        run = _Run(name, host, attempt, directory, started, job)
+        run = Run(name, host, attempt, directory, started, job)
         self._track(run)
         self._emit(JobEvent("launch", self.batch, name, host, attempt))
         self._start_thread(run)
 
-    def _track(self, run: _Run) -> None:
+    def _track(self, run: Run) -> None:
         self._running[run.name] = run
         self._per_host[run.host] = self._per_host.get(run.host, 0) + 1
         self._set_host(run.host, "busy")
@@ -671,124 +493,6 @@ class JobManager:
         )
         self._emit(JobEvent("host", self.batch, None, host, host_state=state, message=message))
 
-    def _start_thread(self, run: _Run) -> None:
-        t = threading.Thread(target=self._attempt, args=(run,), name=f"job-{run.name}", daemon=True)
-        self._threads = [x for x in self._threads if x.is_alive()]
-        self._threads.append(t)
-        t.start()
-
-    def _attempt(self, run: _Run) -> None:
-        """Thread body: copy files, start or follow the runner, report the outcome."""
-        try:
-            outcome = self._follow(run) if run.adopted else self._launch(run)
-        except Exception as exc:  # reported as a failed attempt, never lost
-            outcome = launch.Outcome(None, "failed", time.time(), f"{type(exc).__name__}: {exc}")
-        self._finished.put((run, outcome))
-
-    def _launch(self, run: _Run) -> launch.Outcome:
-        from unidist.cluster.remote import ssh_argv
-
-        job = run.job
-        assert job is not None
-        workdir = None
-        launch.clear_attempt(run.directory)
-        if job.files:
-            workdir = f"unidist-jobs/{self.batch}/{job.name}"
-            failure = self._copy_files(run, job, workdir)
-            if failure is not None:
-                return failure
-        env = {
-            "UNIDIST_JOB": job.name,
-            "UNIDIST_JOB_BATCH": self.batch,
-            "UNIDIST_JOB_HOST": run.host,
-            "UNIDIST_JOB_ATTEMPT": str(run.attempt),
-        }
-        marker = launch.new_marker(run.directory)
-        command = launch.remote_command(job.argv, env=env, marker=marker, workdir=workdir)
-        ssh = ssh_argv(
-            run.host, command, connect_timeout=self.connect_timeout, ssh_options=self.ssh_options
-        )
-        if self._stop.is_set():
-            return launch.Outcome(None, "stopped", time.time())
-        attempt = launch.spawn_runner(run.directory, ssh)
-        proc = attempt.proc
-        assert proc is not None
-        run.pid = proc.pid
-        if run.killed:  # stopped while it was being spawned
-            launch.stop_runner(proc.pid)
-        remaining = None if self.timeout is None else self.timeout - (time.time() - run.started)
-        try:
-            proc.wait(timeout=None if remaining is None else max(0.0, remaining))
-        except subprocess.TimeoutExpired:
-            self._kill(run)
-            proc.wait()
-            return launch.Outcome(None, "timeout", time.time(), f"killed after {self.timeout}s")
-        outcome = launch.outcome_of(run.directory)
-        if run.killed:
-            self._kill_remote(run)
-            return launch.Outcome(None, "stopped", time.time())
-        return outcome or launch.Outcome(None, "lost", time.time(), "runner gone")
-
-    def _kill(self, run: _Run) -> None:
-        """Kill an attempt: the local runner and ssh, then the remote command."""
-        if run.pid is not None:
-            launch.stop_runner(run.pid)
-        self._kill_remote(run)
-
-    def _kill_remote(self, run: _Run) -> None:
-        launch.kill_remote(
-            run.host,
-            run.directory,
-            connect_timeout=self.connect_timeout,
-            ssh_options=self.ssh_options,
-        )
-
-    def _copy_files(self, run: _Run, job: Job, workdir: str) -> launch.Outcome | None:
-        from unidist.cluster.remote import copy, run_one
-
-        for path in job.files:
-            if not os.path.isfile(path):
-                return launch.Outcome(None, "failed", time.time(), f"no such file: {path}")
-        prep = run_one(
-            run.host,
-            ["mkdir", "-p", "--", workdir],
-            timeout=self.timeout,
-            connect_timeout=self.connect_timeout,
-            ssh_options=self.ssh_options,
-        )
-        result = prep
-        if prep.ok:
-            result = copy(
-                [run.host],
-                list(job.files),
-                workdir,
-                connect_timeout=self.connect_timeout,
-                ssh_options=self.ssh_options,
-            )[run.host]
-        if result.ok:
-            return None
-        (run.directory / "stderr").write_text(result.stderr)
-        error = "unreachable" if result.error == "unreachable" else "failed"
-        message = " ".join(result.stderr.strip().splitlines()[-1:]) or result.error
-        return launch.Outcome(result.exit_code, error, time.time(), f"copy: {message}")
-
-    def _follow(self, run: _Run) -> launch.Outcome:
-        while True:
-            outcome = launch.outcome_of(run.directory)
-            if outcome is not None:
-                return outcome
-            if not launch.runner_alive(run.directory):
-                # It may have written exit between the two reads.
-                outcome = launch.outcome_of(run.directory)
-                return outcome or launch.Outcome(None, "lost", time.time(), "runner gone")
-            if run.killed:
-                self._kill_remote(run)
-                return launch.Outcome(None, "stopped", time.time())
-            if self.timeout is not None and time.time() - run.started > self.timeout:
-                self._kill(run)
-                return launch.Outcome(None, "timeout", time.time(), f"killed after {self.timeout}s")
-            time.sleep(_POLL)
-
     def _drain(self, timeout: float) -> None:
         try:
             item = (
@@ -803,7 +507,7 @@ class JobManager:
             except _queue.Empty:
                 return
 
-    def _complete(self, run: _Run, outcome: launch.Outcome) -> None:
+    def _complete(self, run: Run, outcome: launch.Outcome) -> None:
         self._running.pop(run.name, None)
         self._per_host[run.host] = max(0, self._per_host.get(run.host, 0) - 1)
         rec = self._store.job(run.name)
@@ -870,51 +574,6 @@ class JobManager:
         if host not in self._host_state or host in self._host_error:
             return
         self._set_host(host, "busy" if self._per_host.get(host, 0) else "free")
-
-    def _save_results(self, run: _Run, rec: dict[str, Any], outcome: launch.Outcome) -> None:
-        """``attempt-<n>/`` keeps every attempt; a finished job's output moves up to
-        ``<job>/stdout`` and ``<job>/stderr`` next to ``<job>/result.json``."""
-        job_dir = run.directory.parent
-        with contextlib.suppress(OSError):
-            job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if outcome.error in ("unreachable", "lost"):
-            return
-        with contextlib.suppress(OSError):
-            src = run.directory / "stdout"
-            if src.exists():
-                shutil.copyfile(src, job_dir / "stdout")
-            else:
-                (job_dir / "stdout").write_bytes(b"")
-        with contextlib.suppress(OSError):
-            (job_dir / "stderr").write_bytes(launch.job_stderr(run.directory))
-        self._write_result(job_dir, rec)
-
-    def _write_result(self, job_dir: Path, rec: dict[str, Any]) -> None:
-        """Write ``<job>/result.json`` (atomically replaced)."""
-        result = {
-            k: rec.get(k)
-            for k in (
-                "name",
-                "argv",
-                "files",
-                "state",
-                "host",
-                "hosts",
-                "attempts",
-                "exit_code",
-                "error",
-                "message",
-                "started",
-                "ended",
-                "duration",
-            )
-        }
-        result["batch"] = self.batch
-        tmp = job_dir / "result.json.tmp"
-        with contextlib.suppress(OSError):
-            job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, job_dir / "result.json")
 
     def _idle_and_finished(self) -> bool:
         """Nothing runs here: True when the batch is finished or nothing more can run here."""
