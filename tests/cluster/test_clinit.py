@@ -256,7 +256,7 @@ def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
 def test_failing_test_marks_group_failed(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """A test that exits non-zero marks the group FAILED, later lines do not start, earlier
     ones keep running; `clinit GROUP LEVEL --wait` exits 1 and names the test. A level
-    whose commands have all finished is DONE."""
+    whose commands have all finished is DONE; a command that cannot be run is FAILED."""
     env.cltab(
         f"""g:1:first:once:{env.sleeper("first")}
 g:1:ok:test:true
@@ -264,6 +264,7 @@ g:1:check:test:sh -c 'exit 3'
 g:1:later:once:{env.sleeper("later")}
 g:2:fine:test:true
 g:2:quick:once:true
+g:3:ghost:respawn:/nonexistent/prog --flag
 """
     )
     d = env.daemon()
@@ -280,6 +281,9 @@ g:2:quick:once:true
     until(lambda: d.group("g")["state"] == "DONE", "DONE once every command has finished")
     assert gone(env.pid("first"))
     assert clinit.parse_status(d.status_file.read_text())["g"]["state"] == "DONE"
+    info = d.level("g", "3")
+    assert info["state"] == "FAILED"
+    assert info["reason"] == "cannot run ghost (/nonexistent/prog): No such file or directory"
 
 
 def test_wait_runs_to_completion_before_the_next_line(env: Env) -> None:
