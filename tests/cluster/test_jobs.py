@@ -84,7 +84,8 @@ def test_expand_names_repeat_and_duplicates() -> None:
 
 
 def test_parse_jobs_lines_and_json_lines() -> None:
-    """Shell lines, JSON objects and argv lists; comments and blanks skipped."""
+    """Shell lines, JSON objects and argv lists; comments and blanks skipped; shell lines
+    that start with [ or { stay shell lines."""
     text = (
         "# a comment\n"
         "echo hello | wc -c\n"
@@ -92,6 +93,8 @@ def test_parse_jobs_lines_and_json_lines() -> None:
         '{"argv": ["printf", "%s\\n", "a b"], "name": "pf", "files": ["x.txt"]}\n'
         '["ls", "-l"]\n'
         '{"argv": "uptime", "repeat": 2}\n'
+        "[ -f /etc/passwd ] && echo yes\n"
+        "{ echo a; echo b; } | wc -l\n"
     )
     specs = parse_jobs(text)
     assert specs == [
@@ -99,6 +102,8 @@ def test_parse_jobs_lines_and_json_lines() -> None:
         JobSpec(["printf", "%s\n", "a b"], files=["x.txt"], name="pf"),
         JobSpec(["ls", "-l"]),
         JobSpec("uptime", repeat=2),
+        JobSpec("[ -f /etc/passwd ] && echo yes"),
+        JobSpec("{ echo a; echo b; } | wc -l"),
     ]
 
 
@@ -107,6 +112,7 @@ def test_parse_jobs_lines_and_json_lines() -> None:
     [
         ('{"argv": ["a"], "nmae": "x"}', "unknown key 'nmae'"),
         ('{"argv": ["a"]', "not valid JSON"),
+        ('["ls", "-l"', "not valid JSON"),
         ('{"name": "x"}', 'needs "argv"'),
         ('{"argv": 5}', '"argv" must be'),
         ('{"argv": ["a"], "files": "f"}', '"files" must be'),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from unidist.errors import InvalidName
 __all__ = ["Job", "JobSpec", "expand", "load_jobs", "parse_jobs", "product_jobs"]
 
 _JSON_KEYS: Final = frozenset({"argv", "name", "files", "repeat"})
+_LOOKS_JSON: Final = re.compile(r'[{\[]\s*(["\]}]|$)')
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,12 @@ def _from_json(obj: object, where: str) -> JobSpec:
 def parse_jobs(lines: Iterable[str] | str, *, source: str = "<jobs>") -> list[JobSpec]:
     """Job specs from text: one job per line.
 
-    A line is either a shell command line (run by the remote shell as written) or, if it
-    starts with ``{`` or ``[``, a JSON job: ``{"argv": [...], "name": ..., "files": [...],
-    "repeat": N}`` (``argv`` may also be a command-line string) or a bare argv list. Blank
-    lines and lines starting with ``#`` are skipped.
+    A line is a JSON job when it is a JSON object or array: ``{"argv": [...], "name": ...,
+    "files": [...], "repeat": N}`` (``argv`` may also be a command-line string) or a bare argv
+    list. A line starting with ``{"`` or ``["`` that is not valid JSON is an error. Any other
+    line is a shell command line, run by the remote shell as written (so ``[ -f x ] && ...``
+    and ``{ a; b; } > out`` stay shell). Blank lines and lines starting with ``#`` are
+    skipped.
 
     Raises:
         ValueError: a bad JSON line or job, naming ``source`` and the line number.
@@ -174,11 +178,14 @@ def parse_jobs(lines: Iterable[str] | str, *, source: str = "<jobs>") -> list[Jo
             continue
         where = f"{source}, line {number}"
         try:
+            obj: Any = None
             if line[0] in "{[":
                 try:
                     obj = json.loads(line)
                 except ValueError as exc:
-                    raise ValueError(f"{where}: not valid JSON ({exc})") from None
+                    if _LOOKS_JSON.match(line):
+                        raise ValueError(f"{where}: not valid JSON ({exc})") from None
+            if isinstance(obj, (dict, list)):
                 specs.append(_from_json(obj, where))
             else:
                 specs.append(JobSpec(line))
