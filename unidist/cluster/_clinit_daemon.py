@@ -17,10 +17,10 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import unidist.log
+from unidist.cluster._clinit_proc import Group, Proc, describe_exit, killpg, start_ticks
 from unidist.cluster._clinit_sock import (
     acquire_daemon_lock,
     bind_socket,
@@ -47,68 +47,6 @@ __all__ = ["Daemon"]
 _log = unidist.log.get_logger(track="clinit")
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22), or
-    None when it does not exist or is a zombie (dead, waiting to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def _describe(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited {code}"
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-@dataclass(eq=False)
-class _Proc:
-    entry: Entry
-    popen: subprocess.Popen[bytes]
-    level: str
-    started: float
-    started_mono: float
-    ticks: int | None
-    stopping: bool = False
-    code: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-@dataclass(eq=False)
-class _Group:
-    name: str
-    since: float
-    level: str | None = None
-    state: str = STOPPED
-    reason: str = ""
-    serial: int = 0
-    desired: str | None = None
-    applied: int = 0
-    done_serial: int = 0
-    managed: bool = False
-    cluster_id: str | None = None
-    procs: dict[Entry, _Proc] = field(default_factory=dict)
-    quick_deaths: dict[tuple[str, str], int] = field(default_factory=dict)
-    thread: threading.Thread | None = None
-
-
 class Daemon:
     """One clinit daemon (see :mod:`unidist.cluster.clinit`). Use :meth:`run`."""
 
@@ -123,7 +61,7 @@ class Daemon:
         self._pushed_at = 0.0
         self._polled_at: float | None = None
         now = time.time()
-        self.groups = {name: _Group(name, since=now) for name in self.table.groups}
+        self.groups = {name: Group(name, since=now) for name in self.table.groups}
         for group, level in config.levels.items():
             if group not in self.groups:
                 raise UnidistError(f"--level names group {group!r}, which the cltab lacks")
@@ -255,17 +193,17 @@ class Daemon:
                 levels[name] = info["level"]
             for p in info.get("procs", []) if isinstance(info, dict) else []:
                 pid, ticks = p.get("pid"), p.get("ticks")
-                if isinstance(pid, int) and ticks is not None and _start_ticks(pid) == ticks:
+                if isinstance(pid, int) and ticks is not None and start_ticks(pid) == ticks:
                     leftovers.append(pid)
         if leftovers:
             _log.warning("clinit_leftovers", pids=leftovers)
             for pid in leftovers:
-                _killpg(pid, signal.SIGTERM)
+                killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + self.cfg.grace
-            while time.monotonic() < deadline and any(_start_ticks(p) for p in leftovers):
+            while time.monotonic() < deadline and any(start_ticks(p) for p in leftovers):
                 time.sleep(0.05)
             for pid in leftovers:
-                _killpg(pid, signal.SIGKILL)
+                killpg(pid, signal.SIGKILL)
         return {k: v for k, v in levels.items() if k in self.groups}
 
     def reload(self) -> None:
@@ -284,7 +222,7 @@ class Daemon:
         with self._cond:
             self.table = table
             for name in table.groups:
-                self.groups.setdefault(name, _Group(name, since=time.time()))
+                self.groups.setdefault(name, Group(name, since=time.time()))
             kept = moved = 0
             for g in self.groups.values():
                 for old, proc in list(g.procs.items()):
@@ -308,7 +246,7 @@ class Daemon:
         return None
 
     # ------------------------------------------------------------------------ requests
-    def _request(self, g: _Group, level: str) -> int:
+    def _request(self, g: Group, level: str) -> int:
         """Queue a move of ``g`` to ``level`` (call with the lock held); return its serial."""
         g.serial += 1
         g.desired = level
@@ -319,7 +257,7 @@ class Daemon:
         self._cond.notify_all()
         return g.serial
 
-    def _group_loop(self, g: _Group) -> None:
+    def _group_loop(self, g: Group) -> None:
         with self._cond:
             while True:
                 while not self._stopping and g.applied == g.serial:
@@ -340,14 +278,14 @@ class Daemon:
                 finally:
                     self._cond.acquire()
 
-    def _superseded(self, g: _Group, serial: int) -> bool:
+    def _superseded(self, g: Group, serial: int) -> bool:
         return self._stopping or g.serial != serial
 
-    def _set(self, g: _Group, state: str, reason: str = "") -> None:
+    def _set(self, g: Group, state: str, reason: str = "") -> None:
         g.state, g.reason, g.since = state, reason, time.time()
         self._write_status()
 
-    def _transition(self, g: _Group, target: str, serial: int) -> None:
+    def _transition(self, g: Group, target: str, serial: int) -> None:
         entries = self.table.entries_at(g.name, target)
         # An 'off' line takes its tag out of the level, wherever it sits in the file.
         offs = {e.tag for e in entries if e.mode == "off"}
@@ -380,14 +318,14 @@ class Daemon:
             if code != 0 and entry.mode == "test":
                 with self._cond:
                     if g.serial == serial:
-                        self._set(g, FAILED, f"test {entry.tag} {_describe(code)}")
+                        self._set(g, FAILED, f"test {entry.tag} {describe_exit(code)}")
                         g.done_serial = serial
                 _log.error(
                     "clinit_test_failed", group=g.name, level=target, tag=entry.tag, code=code
                 )
                 return
             if code != 0:
-                note = f"wait {entry.tag} {_describe(code)}"
+                note = f"wait {entry.tag} {describe_exit(code)}"
                 _log.warning(
                     "clinit_wait_failed", group=g.name, level=target, tag=entry.tag, code=code
                 )
@@ -400,7 +338,7 @@ class Daemon:
         _log.info("clinit_level_reached", group=g.name, level=target, state=state)
 
     # ------------------------------------------------------------------------ processes
-    def _spawn(self, g: _Group, entry: Entry, level: str) -> _Proc | None:
+    def _spawn(self, g: Group, entry: Entry, level: str) -> Proc | None:
         """Start ``entry`` (lock held). On failure mark the group FAILED and return None."""
         env = dict(os.environ, CLINIT_GROUP=g.name, CLINIT_LEVEL=level, CLINIT_TAG=entry.tag)
         try:
@@ -416,7 +354,7 @@ class Daemon:
             _log.error("clinit_spawn_failed", group=g.name, tag=entry.tag, error=reason)
             self._set(g, FAILED, reason)
             return None
-        proc = _Proc(entry, popen, level, time.time(), time.monotonic(), _start_ticks(popen.pid))
+        proc = Proc(entry, popen, level, time.time(), time.monotonic(), start_ticks(popen.pid))
         g.procs[entry] = proc
         _log.info("clinit_spawn", group=g.name, tag=entry.tag, mode=entry.mode, child_pid=popen.pid)
         watcher = threading.Thread(
@@ -427,7 +365,7 @@ class Daemon:
         self._write_status()
         return proc
 
-    def _watch(self, g: _Group, proc: _Proc) -> None:
+    def _watch(self, g: Group, proc: Proc) -> None:
         code = proc.popen.wait()
         ran = time.monotonic() - proc.started_mono
         with self._cond:
@@ -467,7 +405,7 @@ class Daemon:
                 return
             self._spawn(g, entry, proc.level)
 
-    def _wait_exit(self, g: _Group, proc: _Proc, serial: int) -> int | None:
+    def _wait_exit(self, g: Group, proc: Proc, serial: int) -> int | None:
         """Wait for a wait/test command; None when the level change was superseded (the
         command is then stopped)."""
         with self._cond:
@@ -478,7 +416,7 @@ class Daemon:
         self._stop_procs([proc])
         return None
 
-    def _stop_procs(self, procs: list[_Proc]) -> None:
+    def _stop_procs(self, procs: list[Proc]) -> None:
         """SIGTERM each process group, SIGKILL what is left after the grace period."""
         if not procs:
             return
@@ -487,7 +425,7 @@ class Daemon:
                 p.stopping = True
         for p in procs:
             _log.info("clinit_stop", group=p.entry.group, tag=p.entry.tag, child_pid=p.pid)
-            _killpg(p.pid, signal.SIGTERM)
+            killpg(p.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.cfg.grace
         with self._cond:
             while any(p.code is None for p in procs):
@@ -497,7 +435,7 @@ class Daemon:
                 self._cond.wait(left)
         for p in procs:
             # Also kills whatever the command left in its process group.
-            _killpg(p.pid, signal.SIGKILL)
+            killpg(p.pid, signal.SIGKILL)
         with self._cond:
             while any(p.code is None for p in procs):
                 self._cond.wait(1.0)
