@@ -385,7 +385,9 @@ def test_a_silent_member_is_suspected_then_dead_and_its_locks_are_broken(
     members.append(watcher)
     watcher.join()
     seen: list[MemberEvent] = []
-    watcher.watch(lambda e: seen.append(e) if e.member.id == "ghost" else None)
+    watcher.watch(lambda e: seen.append(e) if e.member.id == "ghost" else None, suspicion=True)
+    plain: list[MemberEvent] = []
+    watcher.watch(lambda e: plain.append(e) if e.member.id == "ghost" else None)
     now = time.time()
     record: dict[str, JSON] = {"host": "h", "pid": 1, "groups": [], "incarnation": "inc1"}
     record.update(ttl=0.3, beat=1, joined_at=now, last_seen=now)
@@ -401,6 +403,7 @@ def test_a_silent_member_is_suspected_then_dead_and_its_locks_are_broken(
     wait_until(lambda: backend.lock_owners("ghost-lock") == [], 2)
     assert watcher.suspects() == []
     assert [e.kind for e in seen] == ["joined", "suspect", "left"]
+    assert [e.kind for e in plain] == ["joined", "left"]  # suspicion only when asked for
     assert watcher.fenced >= 1
     assert [o["holder"] for o in backend.lock_owners("ghost-old")] == ["old-holder"]
     assert backend.lock_release("ghost-old", "old-holder")
@@ -414,7 +417,9 @@ def test_a_beating_member_is_not_suspected(backend: Backend, members: list[Membe
     watcher.join()
     alive.join()
     seen: list[MemberEvent] = []
-    watcher.watch(lambda e: seen.append(e) if e.kind in ("suspect", "left") else None)
+    watcher.watch(
+        lambda e: seen.append(e) if e.kind in ("suspect", "left") else None, suspicion=True
+    )
     time.sleep(1.0)
     assert seen == []
     assert watcher.suspects() == []

@@ -38,7 +38,7 @@ def test_m1_killed_member_suspected_then_dead(backend_kind: str, backend_url: st
     )
     try:
         watcher.join()
-        watcher.watch(lambda e: events.put((time.monotonic(), e)))
+        watcher.watch(lambda e: events.put((time.monotonic(), e)), suspicion=True)
         for batch in range(0, n, BATCH):
             _kill_batch(backend_url, watcher, events, res, range(batch, min(n, batch + BATCH)))
     finally:

@@ -62,7 +62,9 @@ def test_m3_false_suspicion_rate_under_stress(
                 )
             for kid in kids:
                 kid.expect("ready")
-            watcher.watch(lambda e: events.append(e) if e.member.id in ids else None)
+            watcher.watch(
+                lambda e: events.append(e) if e.member.id in ids else None, suspicion=True
+            )
             started = time.monotonic()
             burners += [
                 subprocess.Popen([sys.executable, "-c", CPU_BURN.format(d=duration)])

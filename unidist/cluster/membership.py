@@ -15,7 +15,8 @@ interface's ``member_*`` and ``queue_release`` methods are used, so it works the
 
 Failure detection, in two steps. A watching member that has not seen a member's heartbeat
 change for ``ttl`` seconds (judged on its own monotonic clock) reports it **suspect**
-(:meth:`Membership.suspects`, a ``"suspect"`` event; ``"trusted"`` if beats resume). The
+(:meth:`Membership.suspects`; ``"suspect"`` and ``"trusted"`` events for watchers that ask for
+them). The
 member's record itself expires ``ttl + grace`` seconds after its last heartbeat (judged by the
 backend: the Redis server's clock, the host's clock on ``file://``); then it is **dead**: it
 leaves the view (a ``"left"`` event) and its incarnation is over for good.
@@ -155,7 +156,8 @@ class MemberEvent:
     Attributes:
         kind: ``"joined"``; ``"suspect"`` (no heartbeat seen for ``ttl`` seconds: maybe dead,
             maybe slow); ``"trusted"`` (a suspect's heartbeats resumed); ``"left"`` (left, or
-            dead: the record expired ``ttl + grace`` after its last heartbeat).
+            dead: the record expired ``ttl + grace`` after its last heartbeat). Suspicion
+            events only reach watchers that asked for them (``watch(..., suspicion=True)``).
         member: the member as last seen.
         at: Unix seconds when this process noticed the change.
     """
@@ -259,7 +261,7 @@ class Membership:
         self._suspected: dict[tuple[str, str], Member] = {}
         self.fenced = 0  # lock slots this watcher broke for incarnations that left
         self._raw_beats: dict[tuple[str, str], tuple[JSON, JSON]] = {}
-        self._watchers: dict[int, tuple[Callback, bool]] = {}
+        self._watchers: dict[int, tuple[Callback, bool, bool]] = {}
         self._boxes: set[_queue.Queue[MemberEvent | None]] = set()
         self._watch_ids = iter(range(1, 1 << 62))
         self._view: dict[tuple[str, str], Member] | None = None
@@ -393,7 +395,9 @@ class Membership:
         with self._lock:
             return sorted(self._suspected.values(), key=lambda m: m.id)
 
-    def watch(self, callback: Callback, *, initial: bool = False) -> Callable[[], None]:
+    def watch(
+        self, callback: Callback, *, initial: bool = False, suspicion: bool = False
+    ) -> Callable[[], None]:
         """Call ``callback(event)`` (from the membership thread) for every member that joins
         or leaves, as seen at most ``poll`` seconds after the change.
 
@@ -401,13 +405,14 @@ class Membership:
             callback: receives :class:`MemberEvent`; its exceptions are kept in
                 :attr:`last_error` and otherwise ignored.
             initial: first report every member already live as ``joined``.
+            suspicion: also report ``"suspect"`` and ``"trusted"`` events.
 
         Returns:
             A function that stops this watch.
         """
         with self._lock:
             wid = next(self._watch_ids)
-            self._watchers[wid] = (callback, initial)
+            self._watchers[wid] = (callback, initial, suspicion)
         self._ensure_thread()
 
         def unwatch() -> None:
@@ -417,7 +422,7 @@ class Membership:
         return unwatch
 
     def events(
-        self, timeout: float | None = None, *, initial: bool = False
+        self, timeout: float | None = None, *, initial: bool = False, suspicion: bool = False
     ) -> Iterator[MemberEvent]:
         """Iterate over join/leave events as they happen.
 
@@ -425,11 +430,12 @@ class Membership:
             timeout: end the iteration after this many seconds without an event (None:
                 run until :meth:`leave`).
             initial: first yield every member already live as ``joined``.
+            suspicion: also yield ``"suspect"`` and ``"trusted"`` events.
         """
         box: _queue.Queue[MemberEvent | None] = _queue.Queue()
         with self._lock:
             self._boxes.add(box)
-        unwatch = self.watch(box.put, initial=initial)
+        unwatch = self.watch(box.put, initial=initial, suspicion=suspicion)
         try:
             while True:
                 try:
@@ -556,9 +562,9 @@ class Membership:
                 view[(self._member_id, self._incarnation)] = mine
             previous, self._view = self._view, view
             watchers = list(self._watchers.items())
-            for wid, (cb, initial) in watchers:
+            for wid, (cb, initial, suspicion) in watchers:
                 if initial:
-                    self._watchers[wid] = (cb, False)
+                    self._watchers[wid] = (cb, False, suspicion)
         now = time.time()
         events: list[MemberEvent] = []
         if previous is not None:
@@ -569,10 +575,12 @@ class Membership:
                     self._fence(member)
             events += [MemberEvent("joined", m, now) for k, m in view.items() if k not in previous]
         events += self._judge(view, now)
-        for _, (cb, initial) in watchers:
+        for _, (cb, initial, suspicion) in watchers:
             todo = [MemberEvent("joined", m, now) for m in view.values()] if initial else events
             if initial and previous is not None:
                 todo += [e for e in events if e.kind == "left"]
+            if not suspicion:
+                todo = [e for e in todo if e.kind in ("joined", "left")]
             for event in todo:
                 try:
                     cb(event)
