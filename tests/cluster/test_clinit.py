@@ -488,9 +488,10 @@ def test_status_cli_json_and_second_daemon(env: Env, capsys: pytest.CaptureFixtu
     assert data["groups"]["g"]["procs"][0]["pid"] == a
     assert main(["clinit", "--socket", str(d.sock), "nosuch", "1"]) == 1
     assert "no group 'nosuch'" in capsys.readouterr().err
-    second = env.daemon(name="second", wait=False)
-    assert second.proc.wait(30) == 1
-    assert "another clinit daemon" in second.out.read_text()
+    argv = ["clinit", "--daemon", "--cltab", str(env.base / "cltab"), "--socket", str(d.sock)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"another clinit daemon (pid {d.proc.pid}) is already running on {d.sock}" in err
     assert d.status()["pid"] == d.proc.pid
     before = cpu_seconds(d.proc.pid)
     time.sleep(1.0)
@@ -558,9 +559,16 @@ def test_cltab_others_could_change_is_refused(tmp_path: Path) -> None:
     assert len(read_table(path, strict=False).entries) == 1
 
 
-def test_daemon_with_bad_cltab_exits_naming_the_line(env: Env) -> None:
+def test_daemon_with_bad_cltab_exits_naming_the_line(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The daemon refuses to start on a malformed cltab, naming file and line."""
     path = env.cltab("g:1:a:once:true\ng:1:b:bogus:true\n")
-    d = env.daemon(wait=False)
-    assert d.proc.wait(30) == 1
-    assert f"{path}:2: unknown mode 'bogus'" in d.out.read_text()
+    sock = env.base / "run" / "clinit.sock"
+    assert main(["clinit", "--daemon", "--cltab", str(path), "--socket", str(sock)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"unidist: error: {path}:2: unknown mode 'bogus'; use one of {', '.join(clinit.MODES)}\n"
+    )
+    assert not sock.exists()
