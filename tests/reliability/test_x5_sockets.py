@@ -126,6 +126,8 @@ def test_x5_socket_private_to_the_daemon_user(base: Path) -> None:
         assert stat.S_ISSOCK(sock_info.st_mode)
         assert stat.S_IMODE(sock_info.st_mode) == 0o600
         assert dir_info.st_uid == sock_info.st_uid == os.geteuid()
+        for name in ("clinit.status", "clinit.status.json", "clinit.sock.lock"):
+            assert stat.S_IMODE(os.stat(sock.parent / name).st_mode) == 0o600, name
         result.extra.update(dir_mode="0700", socket_mode="0600")
 
         layers = [
