@@ -3,7 +3,8 @@
 One panel per primitive group (locks, counters, state, queues) and backend: throughput
 (median operations per second, log scale) by worker count, one line per implementation, with
 the min-max spread as error bars. Threads are solid lines, processes are single markers
-(``P``) at their worker count. unidist's lines are drawn thick; ``(limit)`` rows dashed.
+(``P``) at their worker count, joined by a dotted line when there are several (``run.py
+--curves``). unidist's lines are drawn thick; ``(limit)`` rows dashed.
 
     .venv-bench/bin/python benchmarks/chart.py benchmarks/results/latest.json [-o out.png]
 
@@ -89,7 +90,8 @@ def render(results: dict[str, Any], out: Path) -> Path:
                     [r["median"] for r in procs],
                     marker="P",
                     markersize=9,
-                    linestyle="none",
+                    # a curve (several process counts) is joined by a dotted line
+                    linestyle=":" if len(procs) > 1 else "none",
                     color=color,
                     label=None if threads else f"{label} (processes)",
                 )
