@@ -17,11 +17,12 @@ Rows (one worker thread by default; each worker puts then gets, or sets then get
   ``sqlite_synchronous=2``), raw ``HSET``+``HGET`` with json, a dict behind a lock with json.
 
 Each peer is compared with the unidist row of equal durability (as in ``run.py``). The table
-shows messages (operations) per second, MB/s of payload (one message of the size per put+get
-pair; MB = 10^6 bytes), min-max over the repetitions, the peak resident set of the largest
-process (the benchmark process for thread rows; Redis rows do not count the server) and the
-ratio unidist/this. Nothing is asserted. Results: ``benchmarks/results/latest-sizes.json``
-(``--save``: also ``<date>-<N>core-sizes.json``/``.txt``, for committing).
+shows operations per second (a queue operation is one message put and taken), MB/s of
+payload (one message of the size per operation; MB = 10^6 bytes), min-max over the
+repetitions, the peak resident set of the largest process (the benchmark process for thread
+rows; Redis rows do not count the server) and the ratio unidist/this. Nothing is asserted.
+Results: ``benchmarks/results/latest-sizes.json`` (``--save``: also
+``<date>-<N>core-sizes.json``/``.txt``, for committing).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def size_of(row_id: str) -> int:
 
 
 def render(rows: list[h.Row]) -> str:
-    header = ["size", "backend", "implementation", "workers", "msgs/s", "MB/s", "min-max",
+    header = ["size", "backend", "implementation", "workers", "ops/s", "MB/s", "min-max",
               "peak RSS", "durability", "unidist/this"]  # fmt: skip
     lines: list[list[str] | str] = []
     prev = None
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         runner.run_into(row, item, 1)
             for row in group_rows:
                 rows.append(row)
-                shown = row.error if row.error else f"{h.fmt_rate(row.median)} msgs/s"
+                shown = row.error if row.error else f"{h.fmt_rate(row.median)} ops/s"
                 print(
                     f"[{len(rows)}/{total} {time.monotonic() - started:4.0f}s] {row.id} "
                     f"{h.fmt_config(w, kind)}: {shown}",
