@@ -116,6 +116,8 @@ class Daemon:
             cluster_groups=sorted(self._cluster_groups),
         )
         recorded = self._reap_previous()
+        with self._cond:
+            self._write_status()  # before the socket answers: a client then finds the files
         server = threading.Thread(target=self._accept_loop, args=(srv,), name="clinit-socket")
         server.daemon = True
         server.start()
