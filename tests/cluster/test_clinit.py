@@ -232,7 +232,7 @@ def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
     while it keeps dying and starts over once it stayed up; a once process that dies stays
     dead and the group stays RUNNING while the respawn one lives."""
     env.cltab(f"g:1:r:respawn:{env.sleeper('r')}\ng:1:o:once:{env.sleeper('o')}\n")
-    d = env.daemon("--stable", "1.5")
+    d = env.daemon("--stable", "2.5")
     d.level("g", "1")
     r, o = env.pid("r"), env.pid("o")
     os.kill(r, signal.SIGKILL)
@@ -244,7 +244,7 @@ def test_respawn_comes_back_after_kill_9_and_once_does_not(env: Env) -> None:
     assert alive(r3)
     os.kill(o, signal.SIGKILL)
     until(lambda: [p["tag"] for p in d.group("g")["procs"]] == ["r"], "o leaving the status")
-    time.sleep(1.7)  # r3 stays up longer than --stable
+    time.sleep(2.7)  # r3 stays up longer than --stable
     assert (env.pids / "o.pid").read_text().strip() == str(o), "a once entry was restarted"
     assert d.group("g")["state"] == "RUNNING"
     os.kill(r3, signal.SIGKILL)
@@ -337,7 +337,7 @@ k:1:t:once:{stubborn}
     info = d.level("g", "0")
     assert gone(slow)
     assert info["state"] == "STOPPED"
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 10, "the 60 s wait command was not cut short"
 
     d.level("k", "1")
     t, child = env.pid("t"), env.pid("tc")
