@@ -222,3 +222,40 @@ def test_stream_is_capped(tmp_path: Path, store_url: str) -> None:
     assert 500 <= len(numbers) < 1000
     assert numbers[-1] == 2999
     assert numbers == list(range(numbers[0], 3000))
+
+
+def test_truncation_between_scan_and_read_ships_no_piece_of_a_line(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A file truncated and written again between the shipper's scan and its read is not
+    read at the old offset (which would ship the middle of a new line as a record)."""
+    _write(tmp_path, "tr", 0, 300)
+    ship(store_url, dir=tmp_path)
+    (state,) = tmp_path.glob(".ship-state-*.json")  # everything shipped so far
+    store = RedisStore(store_url)
+    shipper = Shipper(store, tmp_path, state, "h1")
+    try:
+        sources = shipper._scan()  # fingerprint and offset of the 300-record file
+        os.truncate(tmp_path / "tr.log", 0)
+        _write(tmp_path, "tr", 300, 700)  # longer than before: the old offset is inside
+        for src in sources:
+            shipper._ship_source(src)
+        shipper.run_once()
+    finally:
+        shipper.close()
+        store.close()
+    raw = [rec for _, rec in stored_raw(store_url)]
+    assert all(r.startswith(b"{") for r in raw), [r for r in raw if not r.startswith(b"{")][:3]
+    assert _numbers(store_url) == collections.Counter(range(1000))
+
+
+def stored_raw(url: str) -> list[tuple[bytes, bytes]]:
+    """Every (record id, raw line) in the store at ``url``, all tracks."""
+    store = RedisStore(url)
+    try:
+        out = []
+        for track in store.tracks():
+            out += [(rid, raw) for _, rid, raw in store.read(track, "-", 100000)]
+        return out
+    finally:
+        store.close()

@@ -39,16 +39,32 @@ def stored(url: str) -> list[tuple[str, dict[str, Any]]]:
                 page = store.read(track, after, 5000)
                 if not page:
                     break
-                out += [(rid.decode(), json.loads(raw)) for _, rid, raw in page]
+                out += [(rid.decode(), _parse(raw)) for _, rid, raw in page]
                 after = page[-1][0]
         return out
     finally:
         store.close()
 
 
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A stored record, or ``{"corrupt": text}`` if it is not a JSON object with an ``n``."""
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return {"corrupt": raw.decode(errors="replace")}
+    return rec if isinstance(rec, dict) and "n" in rec else {"corrupt": repr(rec)}
+
+
 def numbers(url: str) -> collections.Counter[tuple[str, int]]:
-    """How often each (host, n) is in the store."""
-    return collections.Counter((str(r.get("host")), int(r["n"])) for _, r in stored(url))
+    """How often each (host, n) is in the store (corrupt records left out)."""
+    return collections.Counter(
+        (str(r.get("host")), int(r["n"])) for _, r in stored(url) if "corrupt" not in r
+    )
+
+
+def corrupt(url: str) -> list[str]:
+    """Stored records that are not whole records (pieces of lines, garbage)."""
+    return [r["corrupt"] for _, r in stored(url) if "corrupt" in r]
 
 
 def wait_for(url: str, want: int, timeout: float) -> float:

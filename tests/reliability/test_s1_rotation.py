@@ -13,7 +13,8 @@ rotated underneath in each way logrotate (or a person) does it:
 * ``inode_reuse``: delete, recreate the same name (often the same inode), write more.
 
 Pass: lost = 0 and no record stored twice in every case but copytruncate, where lost records
-must all come from the copy-truncate window and are counted; records re-sent (sent but
+must all come from the copy-truncate window and are counted; corrupt = 0 (no piece of a line
+is ever stored as a record, even when a truncation races a read); records re-sent (sent but
 already in the store) stay within one batch.
 Reproduce:
 ``UNIDIST_SEED=<seed> .venv/bin/python -m pytest -s tests/reliability/test_s1_rotation.py``.
@@ -33,7 +34,7 @@ import pytest
 import redis
 
 from backends.redis.server import RedisServer
-from tests.reliability._log_common import fresh_prefix, line, numbers, wait_for
+from tests.reliability._log_common import corrupt, fresh_prefix, line, numbers, wait_for
 from tests.reliability._report import Result, count, seed
 from unidist.log._store import RedisStore, stream_key
 from unidist.log.shipper import Shipper
@@ -234,6 +235,9 @@ def test_s1_rotation_matrix(case: str, redis_server: RedisServer, tmp_path: Path
         result.lost += len(lost)
         result.duplicated += sum(c - 1 for c in seen.values())
         result.unexpected += len(delivered - set(writer.written))
+        bad = corrupt(round_url)
+        result.corrupt += len(bad)
+        assert not bad, f"pieces of lines stored as records: {bad[:3]}"
         result.extra["resent"] = result.extra.get("resent", 0) + shipping.resent
         window_total += len(window)
         if hasattr(shipping, "deleted_at"):

@@ -31,7 +31,7 @@ import pytest
 import redis
 
 from backends.redis.server import RedisServer
-from tests.reliability._log_common import child, fresh_prefix, in_flight_records, numbers
+from tests.reliability._log_common import child, corrupt, fresh_prefix, in_flight_records, numbers
 from tests.reliability._report import Result, count, seed
 from unidist.log import ship
 
@@ -95,6 +95,7 @@ def test_s2_kill9_shipper_mid_batch(redis_server: RedisServer, tmp_path: Path) -
     result.lost = len(written - set(seen))
     result.duplicated = sum(c - 1 for c in seen.values())
     result.unexpected = len(set(seen) - written)
+    result.corrupt = len(corrupt(url))
     result.extra["resent_per_kill_max"] = max(resent, default=0)
     result.extra["resent_total"] = sum(resent)
     result.extra["kills_with_batch_in_flight"] = sum(1 for x in resent if x)
@@ -105,6 +106,7 @@ def test_s2_kill9_shipper_mid_batch(redis_server: RedisServer, tmp_path: Path) -
     assert result.lost == 0
     assert result.duplicated == 0
     assert result.unexpected == 0
+    assert result.corrupt == 0
     assert parsed >= kills
     assert killed_mid == kills, "a shipper saved nothing before it was killed"
     assert max(resent, default=0) <= BATCH

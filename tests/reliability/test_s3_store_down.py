@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from backends.redis.server import RedisServer
-from tests.reliability._log_common import child, numbers, wait_for
+from tests.reliability._log_common import child, corrupt, numbers, wait_for
 from tests.reliability._report import Result, count, seed
 from unidist.log._store import RedisStore
 from unidist.log.shipper import Shipper
@@ -101,6 +101,7 @@ def test_s3_store_down_then_back(tmp_path: Path) -> None:
         assert writer.returncode == 0, err.decode()
         wait_for(url, total, 60)
         seen = numbers(url)
+        bad = corrupt(url)
     finally:
         stop.set()
         if thread is not None:
@@ -122,6 +123,7 @@ def test_s3_store_down_then_back(tmp_path: Path) -> None:
     result.lost = len(expected - set(seen))
     result.duplicated = sum(c - 1 for c in seen.values())
     result.unexpected = len(set(seen) - expected)
+    result.corrupt = len(bad)
     cpu_fraction = cpu_used / down_for
     result.extra["delayed"] = int(down_for * 1000 / PACE_MS)
     result.extra["shipper_cpu_while_down"] = f"{cpu_fraction:.3%}"
@@ -132,6 +134,7 @@ def test_s3_store_down_then_back(tmp_path: Path) -> None:
     assert result.lost == 0
     assert result.duplicated == 0
     assert result.unexpected == 0
+    assert result.corrupt == 0
     assert cpu_fraction <= MAX_CPU_FRACTION, f"shipper used {cpu_fraction:.1%} CPU while down"
     assert resent <= BATCH, "the restarted shipper did not resume from its saved offsets"
     assert restarted.stats.stored > 0  # it did ship the backlog

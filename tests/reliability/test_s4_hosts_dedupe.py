@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 
 from backends.redis.server import RedisServer
-from tests.reliability._log_common import child, fresh_prefix, numbers
+from tests.reliability._log_common import child, corrupt, fresh_prefix, numbers
 from tests.reliability._report import Result, count, seed
 from unidist.log import ship
 
@@ -53,12 +53,14 @@ def test_s4_many_hosts_each_record_once(redis_server: RedisServer, tmp_path: Pat
     result.lost = len(expected - set(seen))
     result.duplicated = sum(c - 1 for c in seen.values())
     result.unexpected = len(set(seen) - expected)
+    result.corrupt = len(corrupt(url))
     result.extra["sent"] = sent
     result.extra["dupes_removed"] = sent - stored
     result.emit()
     assert result.lost == 0
     assert result.duplicated == 0
     assert result.unexpected == 0
+    assert result.corrupt == 0
     assert resent == 2 * per  # both re-sends really sent everything again ...
     assert sent - stored == resent  # ... and the store dropped exactly those
     assert stored == len(expected)

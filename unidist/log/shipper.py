@@ -243,7 +243,9 @@ class Shipper:
         while not self.stop.is_set():
             offset = int(entry["offset"])
             chunk, count = read_chunk(src.fd, offset, self.batch)
-            if not chunk:
+            if not chunk or not still_same(src.fd, src.fp, offset):
+                # Truncated (and maybe rewritten) since the scan: the chunk may be a piece
+                # of the new content. The next scan sees the new fingerprint.
                 break
             self.stats.stored += self._send(src.track, src.fp, offset, chunk)
             self.stats.records += count
@@ -274,6 +276,18 @@ class Shipper:
 
     def _save(self) -> None:
         atomic_write_json(self.state_path, {"version": 1, "host": self.host, "files": self.entries})
+
+
+def still_same(fd: int, fp: str, offset: int) -> bool:
+    """True if the file behind ``fd`` still has fingerprint ``fp`` and a line ends just
+    before ``offset``: checked after reading, so that a read that raced a truncation
+    (``truncate``, ``copytruncate``) and then new writes is never shipped as records."""
+    if fingerprint(fd) != fp:
+        return False
+    try:
+        return offset == 0 or os.pread(fd, 1, offset - 1) == b"\n"
+    except OSError:
+        return False
 
 
 def read_chunk(fd: int, offset: int, max_lines: int) -> tuple[bytes, int]:
