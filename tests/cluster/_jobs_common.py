@@ -3,7 +3,7 @@
 :func:`recording_job` is a real remote command: it appends ``start NAME NODE`` and ``end NAME
 NODE`` to ``<logdir>/runs.log`` (``NODE`` is the ssh alias it was reached through, set by
 the test sshd), and measures how many jobs run at once on its node by counting marker files
-in ``<logdir>/active/<node>/`` when it starts (``<logdir>/concurrency.log``).
+in ``<logdir>/active/<node>/`` (``<logdir>/concurrency.log``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,21 @@ import collections
 from pathlib import Path
 
 _SCRIPT = r"""
-d=$1; n=$2; s=$3; h=${UNIDIST_TEST_NODE:-unknown}
+d=$1; n=$2; s=$3; p=$4; h=${UNIDIST_TEST_NODE:-unknown}
 echo "start $n $h" >> "$d/runs.log"
 mkdir -p "$d/active/$h"
 : > "$d/active/$h/$n"
-echo "$h $(ls "$d/active/$h" | wc -l)" >> "$d/concurrency.log"
+m=0; i=0
+while :; do
+  set -- "$d/active/$h"/*
+  [ "$#" -gt "$m" ] && m=$#
+  [ "$#" -ge "$p" ] || [ "$i" -ge 30 ] && break
+  i=$((i + 1)); sleep 0.1
+done
 sleep "$s"
+set -- "$d/active/$h"/*
+[ "$#" -gt "$m" ] && m=$#
+echo "$h $m" >> "$d/concurrency.log"
 rm -f "$d/active/$h/$n"
 echo "out $n $UNIDIST_JOB $UNIDIST_JOB_HOST"
 echo "err $n" >&2
@@ -25,9 +34,14 @@ echo "end $n $h" >> "$d/runs.log"
 """
 
 
-def recording_job(logdir: Path, name: str, sleep: float) -> list[str]:
-    """The argv of a job that records its run under ``logdir`` (see the module docstring)."""
-    return ["sh", "-c", _SCRIPT, "job", str(logdir), name, f"{sleep:g}"]
+def recording_job(logdir: Path, name: str, sleep: float, peers: int = 1) -> list[str]:
+    """The argv of a job that records its run under ``logdir`` (see the module docstring).
+
+    With ``peers`` > 1 the job first waits (up to 3 s) until that many jobs run on its node,
+    so that a test can see the slots of a host really used at once despite connection-time
+    jitter; the most it saw (at its start, while waiting, and at its end) goes to
+    ``concurrency.log``."""
+    return ["sh", "-c", _SCRIPT, "job", str(logdir), name, f"{sleep:g}", str(peers)]
 
 
 def runs(logdir: Path) -> tuple[collections.Counter[str], collections.Counter[str]]:

@@ -181,7 +181,10 @@ def test_forty_jobs_four_hosts_one_fails_midway(sshd: Sshd, tmp_path: Path, log_
             if ev.host == "node3" and done_on["node3"] == 3:
                 flag.touch()
 
-    jobs = [JobSpec(recording_job(logdir, f"j{i:02d}", 0.3), name=f"j{i:02d}") for i in range(40)]
+    jobs = [
+        JobSpec(recording_job(logdir, f"j{i:02d}", 0.1, peers=2), name=f"j{i:02d}")
+        for i in range(40)
+    ]
     results = tmp_path / "results"
     manager = JobManager(
         ["node1", "node2", "node3", "node4"],
@@ -554,6 +557,8 @@ def test_kill9_manager_then_restart_runs_every_job_once(
     starts, ends = runs(tmp_path / "runs")
     assert starts == {f"j{i:02d}": 1 for i in range(1, 9)}, "a job ran twice or never"
     assert ends == starts
+    # One slot per host, across the restart: adopted jobs kept their hosts busy.
+    assert set(max_concurrency(tmp_path / "runs").values()) == {1}
     status = batch_status("crash", url)
     assert status.ok
     assert all(r["attempts"] == 1 for r in status.jobs.values())
