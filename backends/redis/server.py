@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,6 +43,21 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port(host: str = HOST) -> int:
+    """A free port ``p`` <= 55535 whose Cluster bus port ``p + 10000`` is free too."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 55536)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, port))
+                b.bind((host, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair (p, p + 10000) for a Redis Cluster node")
 
 
 def _ping(host: str, port: int, password: str | None, timeout: float = 0.5) -> bool:
@@ -114,7 +130,9 @@ class RedisServer:
         self.password = password
         self.host = HOST
         self._fixed_port = port is not None
-        self.port = port if port is not None else free_port()
+        # A Cluster node also listens on port + 10000 (its bus), so it needs a port pair.
+        self._pick_port = free_cluster_port if "--cluster-enabled" in extra_args else free_port
+        self.port = port if port is not None else self._pick_port()
         self._own_dir = data_dir is None
         self.data_dir = (
             Path(data_dir)
@@ -180,7 +198,7 @@ class RedisServer:
                 return self
             if attempt + 1 < attempts:
                 # Somebody else took the port between probing and binding; pick another.
-                self.port = free_port()
+                self.port = self._pick_port()
         raise RuntimeError(
             f"redis-server on {self.host}:{self.port} did not start within {START_TIMEOUT}s; "
             f"log ({self.log_path}):\n{self._log_tail()}"
