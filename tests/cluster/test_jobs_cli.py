@@ -129,7 +129,8 @@ def test_failed_job_json_and_group(
 def test_usage_and_errors(
     ssh_env: Sshd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Usage errors exit 2; a bad job file or unknown batch exits 1 with one line naming it."""
+    """Usage errors exit 2; a bad job file or unknown batch exits 1 with one line naming it;
+    no reachable host leaves the jobs pending (exit 1)."""
     url = f"file://{tmp_path / 'store'}"
     path = jobs_file(tmp_path, "j.txt", ["true"])
     code, _, err = cli(capsys, "--url", url, "jobs", "run", str(path))
@@ -157,6 +158,10 @@ def test_usage_and_errors(
     code, out, _ = cli(capsys, "--url", url, "jobs", "status")
     assert code == 0
     assert out == "no batches\n"
+    code, out, _ = cli(capsys, "--url", url, "jobs", "run", str(path), "-w", "nodedown")
+    assert code == 1
+    assert "batch j: 1 jobs, 0 done, 0 failed, 0 running, 1 pending" in out
+    assert "1 job(s) still pending: no usable host was left" in out
 
 
 def test_forget_and_stdin(

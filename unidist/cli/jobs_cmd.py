@@ -116,6 +116,11 @@ def _show(obj: Context, status: Any, out_json: bool) -> None:
         f"{c['failed']} failed, {c['running']} running, {c['pending']} pending"
         + (f"; results in {status.results_dir}" if status.results_dir else "")
     )
+    if c["pending"] and not c["running"] and not status.managers:
+        click.echo(
+            f"{c['pending']} job(s) still pending: no usable host was left; run the batch "
+            "again to resume it"
+        )
     orphaned = status.orphaned
     if orphaned:
         click.echo(
