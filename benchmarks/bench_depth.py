@@ -421,8 +421,12 @@ def render(results: list[dict[str, Any]]) -> str:
             p = by.get(peer, {}).get("steady_rate")
             if f and p:
                 ratios.append(f"  {depth:>9,}  file:// / {LABELS[peer]}: {f / p:.2f}x")
+    if len(ratios) == 1:
+        ratios = []  # no file:// and peer pair at one depth in this run
     verdicts = [v for v in (open_verdict(r) for r in results) if v]
-    return "\n".join([*out, "", *ratios, *(["", *verdicts] if verdicts else [])])
+    return "\n".join(
+        [*out, *(["", *ratios] if ratios else []), *(["", *verdicts] if verdicts else [])]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
