@@ -106,10 +106,12 @@ class AttemptRunner:
             proc.wait()
             return launch.Outcome(None, "timeout", time.time(), f"killed after {self.timeout}s")
         outcome = launch.outcome_of(run.directory)
+        if outcome is not None:  # finished (even if a stop came just after)
+            return outcome
         if run.killed:
             self._kill_remote(run)
             return launch.Outcome(None, "stopped", time.time())
-        return outcome or launch.Outcome(None, "lost", time.time(), "runner gone")
+        return launch.Outcome(None, "lost", time.time(), "runner gone")
 
     def _kill(self, run: Run) -> None:
         """Kill an attempt: the local runner and ssh, then the remote command."""

@@ -208,10 +208,16 @@ class JobManager(AttemptRunner):
         On KeyboardInterrupt (or an exception from ``on_event``, or :meth:`stop` from another
         thread) the running attempts are killed and their jobs put back as pending, then
         the exception propagates (:meth:`stop` returns normally).
+
+        Raises:
+            OSError: the results directory cannot be created.
+            BackendUnavailable: the backend cannot be reached.
         """
         if jobs is not None:
             self.submit(jobs)
         self._ensure_meta()
+        assert self.results_dir is not None
+        self.results_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # fail early, clearly
         self._stop.clear()
         # Each run gives every host a new chance (an error may have been fixed meanwhile).
         self._host_error.clear()
