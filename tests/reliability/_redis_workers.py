@@ -280,7 +280,7 @@ def chaos(
         fleet = Fleet(url)
         fleet.wait_ready()
         for cycle in range(cycles):
-            time.sleep(rng.uniform(0.1, 0.3))
+            time.sleep(rng.uniform(0.05, 0.25))
             server.kill()
             down = long_outage if cycle == 0 and long_outage else rng.uniform(0.0, 0.2)
             time.sleep(down)
