@@ -144,3 +144,29 @@ def test_cluster_follows_a_migrated_slot(cluster: ClusterSet, cbe: RedisBackend)
     assert cluster.owner(slot) is dst
     assert c.incr() == 2
     assert cbe.counters()["moving"] == 2
+
+
+def test_cluster_ask_redirect_loads_scripts_on_the_importing_node(
+    cluster: ClusterSet, cbe: RedisBackend
+) -> None:
+    """Mid-migration, a script whose keys already moved is sent to the importing node with
+    ASKING, also the EVAL that follows a NOSCRIPT there (the node never ran it)."""
+    c = cbe.counter("asked")
+    assert c.incr() == 1
+    slot = hash_slot(cbe.keys.counter("asked"))
+    src = cluster.owner(slot)
+    dst = next(n for n in cluster.nodes if n is not src)
+    ids = cluster.node_ids()
+    with cluster.client(src) as s, cluster.client(dst) as d:
+        d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src.port])
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst.port])
+        keys = s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        s.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
+        d.execute_command("SCRIPT", "FLUSH")
+        try:
+            assert c.incr() == 2  # src: keys gone -> ASK -> dst: ASKING, NOSCRIPT, ASKING, EVAL
+        finally:
+            for node in cluster.nodes:
+                with cluster.client(node) as n:
+                    n.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst.port])
+    assert c.get() == 2

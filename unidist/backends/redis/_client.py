@@ -253,6 +253,7 @@ class Client:
                 return conn.read_response()
             except NoScriptError:
                 # Nothing ran; EVAL runs the script and caches it for the next EVALSHA.
+                self._same_route(conn)
                 conn.send_command("EVAL", script.source, len(keys), *keys, *args)
                 return conn.read_response()
 
@@ -329,6 +330,10 @@ class Client:
             found.update(batch)
             if int(cursor) == 0:
                 return found
+
+    def _same_route(self, conn: Any) -> None:
+        """Before a second command of one call on ``conn`` (EVAL after NOSCRIPT): in Cluster,
+        repeat ``ASKING`` when the call was sent to a slot's importing node."""
 
     def _redirect(self, exc: ResponseError, attempt: int, started: float) -> bool:
         """Cluster redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN): True to send again.

@@ -100,6 +100,7 @@ class ClusterClient(Client):
     def _connection(self, key: str | None = None, node: str | None = None) -> Any:
         ask = getattr(self._local, "ask", None)
         self._local.ask = None
+        self._local.asking = ask is not None
         target = ask or node or self._node_for(key)
         try:
             conn = self._ready(self._node_conn(target))
@@ -110,6 +111,11 @@ class ClusterClient(Client):
             conn.send_command("ASKING")
             conn.read_response()
         return conn
+
+    def _same_route(self, conn: Any) -> None:
+        if getattr(self._local, "asking", False):
+            conn.send_command("ASKING")
+            conn.read_response()
 
     def _redirect(self, exc: ResponseError, attempt: int, started: float) -> bool:
         if not isinstance(exc, AskError | TryAgainError | ClusterDownError):
