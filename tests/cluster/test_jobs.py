@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -623,3 +624,61 @@ def test_kill9_manager_and_runners_reruns_only_in_flight_jobs(
     assert status.ok
     again = {n for n, r in status.jobs.items() if r["attempts"] == 2}
     assert in_flight <= again <= in_flight | unspawned
+
+
+@pytest.mark.slow
+def test_repeated_kill9_soak_every_job_runs_exactly_once(
+    sshd: Sshd, tmp_path: Path, managers: list[subprocess.Popen[str]]
+) -> None:
+    """Kill -9 the manager at random moments, again and again, restarting it each time:
+    every job still runs exactly once and the batch completes (the runners are never
+    killed). Prints the reliability result block."""
+    from tests.reliability._report import Result, count, seed
+
+    rng_seed = seed()
+    rng = random.Random(rng_seed)
+    jobs, kills = count(24, 120), count(4, 30)
+    url = file_url(tmp_path)
+    (tmp_path / "runs").mkdir()
+    done_kills = 0
+    started = time.monotonic()
+    while True:
+        proc = _start_manager(url, tmp_path, jobs, 0.3, sshd.env())
+        managers.append(proc)
+        if done_kills < kills:
+            try:
+                proc.wait(timeout=rng.uniform(0.5, 3.0))
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                done_kills += 1
+                continue
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            break
+        raise AssertionError(f"manager failed:\n{out}")
+    starts, ends = runs(tmp_path / "runs")
+    names = {f"j{i:02d}" for i in range(1, jobs + 1)}
+    status = batch_status("crash", url)
+    result = Result(
+        "jobs-kill9-restarts",
+        "file",
+        rng_seed,
+        params={"jobs": jobs, "hosts": 4, "slots": 1, "kills": kills},
+        attempted=jobs,
+        ok=status.counts["done"],
+        lost=len(names - set(starts)),
+        duplicated=sum(1 for n in starts if starts[n] > 1),
+        unexpected=len(set(starts) - names),
+        violations=sum(1 for n in names if starts.get(n) != ends.get(n)),
+        extra={
+            "kills_done": done_kills,
+            "jobs_with_attempts_gt_1": sum(1 for r in status.jobs.values() if r["attempts"] > 1),
+            "seconds": round(time.monotonic() - started, 1),
+        },
+        path=str(tmp_path),
+    )
+    result.emit()
+    assert status.ok
+    assert starts == dict.fromkeys(names, 1), "a job ran twice or never"
+    assert ends == starts
