@@ -1,7 +1,7 @@
-"""Child-process workers and the accounting for the Redis crash scenarios (R1, R2).
+"""Child-process workers and the accounting for the Redis crash scenarios (R1, R2, R4).
 
-A worker runs as ``python _redis_workers.py KIND URL WORKER_ID`` and loops until its stdin
-reaches EOF, reporting every call over its stdout pipe, one line each::
+A worker is a forked child process that loops until the parent closes its stop pipe,
+reporting every call over its report pipe, one line each::
 
     ok KIND KEY MS          the call returned (acknowledged)
     err KIND KEY TYPE MS    the call raised TYPE (the outcome of that call is not known)
@@ -10,13 +10,16 @@ reaches EOF, reporting every call over its stdout pipe, one line each::
 id is put again, the way an application retries safely), ``incr`` (``SharedCounter.incr``;
 never retried: an increment is not idempotent) or ``set`` (``SharedState[key] = n``).
 ``MS`` is how long the call took. The parent (:class:`Fleet`) collects the lines and,
-after the run, :func:`audit` compares them with what the server holds.
+after the run, :func:`audit` compares them with what the server holds. Workers are forked
+from the test process (unidist already imported, so they start in milliseconds); each
+opens its own connections (unidist drops a parent's handles in a forked child).
 """
 
 from __future__ import annotations
 
+import os
 import random
-import subprocess
+import signal
 import sys
 import tempfile
 import threading
@@ -24,9 +27,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
+if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import unidist  # noqa: E402
@@ -42,21 +46,21 @@ def object_name(kind: str, wid: str) -> str:
     return {"put": "r-q", "incr": f"r-c-{wid}", "set": f"r-s-{wid}"}[kind]
 
 
-def _stdin_closed(flag: threading.Event) -> None:
-    sys.stdin.read()
+def _wait_eof(fd: int, flag: threading.Event) -> None:
+    while os.read(fd, 4096):
+        pass
     flag.set()
 
 
-def worker(kind: str, url: str, wid: str) -> None:
-    """Loop over calls of ``kind`` until stdin closes; report each on stdout."""
+def worker(kind: str, url: str, wid: str, out: TextIO, stop_fd: int) -> None:
+    """Loop over calls of ``kind`` until ``stop_fd`` reaches EOF; report each on ``out``."""
     stop = threading.Event()
-    threading.Thread(target=_stdin_closed, args=(stop,), daemon=True).start()
+    threading.Thread(target=_wait_eof, args=(stop_fd, stop), daemon=True).start()
     be = unidist.connect(url)
     name = object_name(kind, wid)
     q = be.queue(name)
     c = be.counter(name)
     s = be.state(name)
-    out = sys.stdout
     out.write("ready\n")
     out.flush()
     n = 0
@@ -100,42 +104,55 @@ class Fleet:
 
     def __init__(self, url: str, kinds: tuple[str, ...] = KINDS) -> None:
         self.url = url
-        self.reports: list[Report] = []
-        self.procs: list[subprocess.Popen[str]] = []
+        self.reports = [Report(kind, f"w{i}") for i, kind in enumerate(kinds)]
+        self.pids: list[int] = []
+        self._stops: list[int] = []
+        self._outs: list[int] = []
         self._threads: list[threading.Thread] = []
         self._ready = threading.Semaphore(0)
-        for i, kind in enumerate(kinds):
-            wid = f"w{i}"
-            proc = subprocess.Popen(
-                [sys.executable, __file__, kind, url, wid],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            report = Report(kind, wid)
-            self.procs.append(proc)
-            self.reports.append(report)
-            t = threading.Thread(target=self._read, args=(proc, report), daemon=True)
+        for report in self.reports:
+            out_r, out_w = os.pipe()
+            stop_r, stop_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child never returns
+                code = 1
+                try:
+                    # Drop the parent's ends of the other workers' pipes: a stop pipe must
+                    # reach EOF when the parent closes it.
+                    for fd in (*self._stops, *self._outs, out_r, stop_w):
+                        os.close(fd)
+                    with os.fdopen(out_w, "w", buffering=1) as out:
+                        worker(report.kind, url, report.wid, out, stop_r)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(out_w)
+            os.close(stop_r)
+            self.pids.append(pid)
+            self._stops.append(stop_w)
+            self._outs.append(out_r)
+        for report, fd in zip(self.reports, self._outs, strict=True):
+            t = threading.Thread(target=self._read, args=(fd, report), daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _read(self, proc: subprocess.Popen[str], report: Report) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            parts = line.split()
-            if parts == ["ready"]:
-                self._ready.release()
-            elif parts and parts[0] == "ok":
-                report.acked.append(parts[2])
-                report.call_ms.append(float(parts[3]))
-            elif parts and parts[0] == "err":
-                report.failed.append(parts[2])
-                report.errors[parts[3]] += 1
-                report.call_ms.append(float(parts[4]))
+    def _read(self, fd: int, report: Report) -> None:
+        with os.fdopen(fd, "r") as lines:
+            for line in lines:
+                parts = line.split()
+                if parts == ["ready"]:
+                    self._ready.release()
+                elif parts and parts[0] == "ok":
+                    report.acked.append(parts[2])
+                    report.call_ms.append(float(parts[3]))
+                elif parts and parts[0] == "err":
+                    report.failed.append(parts[2])
+                    report.errors[parts[3]] += 1
+                    report.call_ms.append(float(parts[4]))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        for _ in self.procs:
+        for _ in self.pids:
             if not self._ready.acquire(timeout=max(deadline - time.monotonic(), 0.01)):
                 raise RuntimeError("a worker did not start")
 
@@ -143,29 +160,49 @@ class Fleet:
         return sum(len(r.acked) for r in self.reports)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Close every worker's stdin and wait; a worker that does not end is a hang."""
-        for proc in self.procs:
-            if proc.stdin is not None and not proc.stdin.closed:
-                proc.stdin.close()
-        deadline = time.monotonic() + timeout
-        hung = []
-        for proc in self.procs:
+        """Close every worker's stop pipe and wait; a worker that does not end is a hang."""
+        for fd in self._stops:
             try:
-                proc.wait(max(deadline - time.monotonic(), 0.01))
-            except subprocess.TimeoutExpired:
-                hung.append(proc.args)
-                proc.kill()
-                proc.wait()
+                os.close(fd)
+            except OSError:
+                pass
+        self._stops = []
+        deadline = time.monotonic() + timeout
+        hung = [pid for pid in self.pids if not _reap(pid, deadline)]
         for t in self._threads:
             t.join(5)
         if hung:
+            self.kill()
             raise AssertionError(f"workers hung (no reply within {timeout}s): {hung}")
 
     def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            _reap(pid, time.monotonic() + 10)
+        self.pids = []
+        for fd in self._stops:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._stops = []
+
+
+def _reap(pid: int, deadline: float) -> bool:
+    """Wait for child ``pid`` until ``deadline``; True once it has ended (or was reaped)."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 @dataclass
@@ -320,7 +357,3 @@ def chaos(
     result.extra["errors"] = ",".join(f"{k}:{v}" for k, v in sorted(errors.items())) or "none"
     result.extra["max_stall_s"] = f"{max(result.timings_ms['call']) / 1000:.2f}"
     return Chaos(result, found, fleet.reports, restart_ms)
-
-
-if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2], sys.argv[3])
