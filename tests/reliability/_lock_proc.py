@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +263,9 @@ class Proc:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            poller = select.poll()  # not select(): a soak may hold more than 1,024 fds
+            poller.register(fd, select.POLLIN)
+            if poller.poll(left * 1000):
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     raise self._fail("ended")
@@ -339,6 +340,23 @@ def procs() -> Iterator[list[Proc]]:
     finally:
         for child in started:
             child.close()
+
+
+def staged(kids: list[Proc], n: int, make: Callable[[], Proc], ahead: int = 4) -> Iterator[Proc]:
+    """Yield ``n`` ready children made by ``make``, keeping up to ``ahead`` of them starting
+    in advance (start-up stays off the clock without starting hundreds at once). Every
+    child is appended to ``kids`` (see :func:`procs`) and closed once the caller moves on."""
+    pending: list[Proc] = []
+    made = 0
+    for _ in range(n):
+        while made < n and len(pending) < ahead:
+            pending.append(make())
+            kids.append(pending[-1])
+            made += 1
+        kid = pending.pop(0)
+        kid.expect("ready")
+        yield kid
+        kid.close()
 
 
 def kill_pid(pid: int) -> None:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import unidist
-from tests.reliability._lock_proc import Proc, procs
+from tests.reliability._lock_proc import Proc, procs, staged
 from tests.reliability._report import Result, count, seed
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.scope("host")]
@@ -34,15 +34,11 @@ def test_l1_killed_holder_hands_over_in_time(backend_kind: str, backend_url: str
     lock = unidist.SharedLock("l1", backend=backend_url)
     try:
         with procs() as kids:
-            # every holder starts at once (start-up is not on the clock), then each in turn
+            # holders start ahead of their turn (start-up is not on the clock); each in turn
             # takes the lock and is killed
-            kids += [
-                Proc("holder", url=backend_url, name="l1", ttl=TTL[backend_kind])
-                for _ in range(cycles)
-            ]
-            for kid in kids:
-                kid.expect("ready")
-            for kid in kids:
+            ttl = TTL[backend_kind]
+            for kid in staged(kids, cycles, lambda: Proc("holder", url=backend_url, name="l1",
+                                                         ttl=ttl)):  # fmt: skip
                 old = int(kid.ask("acquire").split()[1])
                 time.sleep(rng.uniform(0.0, 0.05))
                 res.attempted += 1

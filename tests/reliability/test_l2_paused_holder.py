@@ -16,7 +16,7 @@ import time
 import pytest
 
 import unidist
-from tests.reliability._lock_proc import Proc, procs
+from tests.reliability._lock_proc import Proc, procs, staged
 from tests.reliability._report import Result, count, seed
 from unidist.lock import fenced_get, fenced_set
 
@@ -34,10 +34,8 @@ def test_l2_resumed_holder_is_fenced(backend_kind: str, backend_url: str) -> Non
     state = unidist.SharedState("fence", backend=backend_url)
     try:
         with procs() as kids:
-            kids += [Proc("holder", url=backend_url, name="l2", ttl=TTL) for _ in range(runs)]
-            for kid in kids:
-                kid.expect("ready")
-            for run, kid in enumerate(kids):
+            make = lambda: Proc("holder", url=backend_url, name="l2", ttl=TTL)  # noqa: E731
+            for run, kid in enumerate(staged(kids, runs, make)):
                 old = int(kid.ask("acquire").split()[1])
                 assert kid.ask("write res").startswith("accepted")
                 res.attempted += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import unidist
-from tests.reliability._lock_proc import Proc, kill_pid, procs
+from tests.reliability._lock_proc import Proc, kill_pid, procs, staged
 from tests.reliability._report import Result, count, seed
 
 pytestmark = pytest.mark.multiprocess
@@ -38,13 +38,9 @@ def test_l4_killed_parent_of_a_forked_child_frees_the_lock(
     grandchildren: list[int] = []
     try:
         with procs() as kids:
-            kids += [
-                Proc("holder", url=backend_url, name="l4", ttl=TTL[backend_kind])
-                for _ in range(runs)
-            ]
-            for kid in kids:
-                kid.expect("ready")
-            for kid in kids:
+            ttl = TTL[backend_kind]
+            make = lambda: Proc("holder", url=backend_url, name="l4", ttl=ttl)  # noqa: E731
+            for kid in staged(kids, runs, make):
                 old = int(kid.ask("acquire").split()[1])
                 grandchildren.append(int(kid.ask("fork 60").split()[1]))
                 assert kid.ask("contend") == "contend refused"  # (c), in the holder's thread
