@@ -218,3 +218,40 @@ def test_queue_state_survives_rotations_exactly(tmp_path):
     for d in held:
         assert b2.queue_ack("q", d.id, d.receipt) is True
     b2.close()
+
+
+def test_lost_write_hole_is_cut_but_garbage_in_the_middle_is_corrupt(tmp_path):
+    """A zero-filled aligned sector followed by valid records (pages written back out of
+    order, then power lost) is cut like a torn tail; the same stretch holding garbage is
+    CorruptData (the scan never confuses the two)."""
+    b = open_backend(tmp_path)
+    for i in range(12):
+        b.state_set("s", f"k{i}", '"' + "v" * 300 + '"')
+    b.close()
+    jpath = journal_of(tmp_path, "state", "s")
+    offsets = record_offsets(jpath)
+    full = jpath.read_bytes()
+    k = next(i for i, off in enumerate(offsets) if off > 1024)  # a record past two sectors
+    hole_start = offsets[k]
+    zeroed = bytearray(full)
+    lo = (hole_start + 511) // 512 * 512
+    zeroed[hole_start : lo + 512] = bytes(lo + 512 - hole_start)  # one whole aligned sector
+    jpath.write_bytes(bytes(zeroed))
+    b = open_backend(tmp_path)
+    with pytest.warns(TornTailWarning, match=f"offset {hole_start}.*zero-filled hole"):
+        items = b.state_items("s")
+    b.close()
+    assert len(items) == k - 1
+    assert jpath.read_bytes() == full[:hole_start]
+    # garbage instead of zeros in the same place: refused, nothing cut
+    garbled = bytearray(full)
+    garbled[hole_start : lo + 512] = bytes(
+        (7 * i + 1) % 251 + 1 for i in range(lo + 512 - hole_start)
+    )
+    jpath.write_bytes(bytes(garbled))
+    b = open_backend(tmp_path)
+    with pytest.raises(CorruptData) as ei:
+        b.state_items("s")
+    b.close()
+    assert ei.value.offset == hole_start
+    assert jpath.read_bytes() == bytes(garbled)

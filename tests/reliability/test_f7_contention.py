@@ -57,7 +57,7 @@ def _locker(url: str, rounds: int, conn: Connection) -> None:
 
 def test_f7_lock_read_write_unlock_exact(tmp_path: Path) -> None:
     s = seed()
-    rounds = count(40, 500)
+    rounds = count(25, 500)
     root = tmp_path / "store"
     url = file_url(root)
     open_file_backend(root).close()
