@@ -54,9 +54,11 @@ class Producer:
         self.next = 0
         self.proc: subprocess.Popen[str] | None = None
         self.reader: threading.Thread | None = None
+        self.acked_at_start = 0
         self.start()
 
     def start(self) -> None:
+        self.acked_at_start = len(self.acked)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -84,9 +86,17 @@ class Producer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def kill_and_restart(self) -> None:
+    def kill_and_restart(self) -> bool:
+        """Kill it as soon as it has reported a put since its (re)start, so mid-put most of
+        the time, and start it again; False if it reported none within 5 s."""
         assert self.proc is not None
         assert self.reader is not None
+        deadline = time.monotonic() + 5
+        while len(self.acked) == self.acked_at_start and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.0005)
+        mid = len(self.acked) > self.acked_at_start and self.proc.poll() is None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.reader.join(10)
@@ -99,6 +109,7 @@ class Producer:
             self.start()
         else:
             self.proc = self.reader = None  # it had (nearly) finished
+        return mid
 
     def wait(self, timeout: float) -> None:
         if self.proc is None:
@@ -205,8 +216,9 @@ def test_q5_kill9_producers_consumers_then_full_drain(
                 victims["consumer"] += 1
                 victims["consumer_mid_message"] += mid
             elif live:
-                rng.choice(live).kill_and_restart()
+                mid = rng.choice(live).kill_and_restart()
                 victims["producer"] += 1
+                victims["producer_mid_put"] += mid
         for p in producers:
             p.wait(timeout=120)
         t_produced = time.monotonic() - t0
