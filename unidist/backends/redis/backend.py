@@ -66,8 +66,9 @@ Guarantees per topology and persistence mode, the ACL command list and the measu
 
 Durability is Redis's: without persistence (the default ``redis.conf``) a restart loses
 everything; with ``appendonly yes`` + ``appendfsync always`` an acknowledged operation
-survives a crash of the single server; ``appendfsync everysec`` may lose about the last
-second; replication with Sentinel or Cluster failover can lose acknowledged writes.
+survives a crash of the single server; ``appendfsync everysec`` may lose the last second
+or two, also when only the server process crashes; replication with Sentinel or Cluster
+failover can lose acknowledged writes.
 Locks are never meant to outlive the server.
 
 Fencing tokens: ``max(last token + 1, server TIME in microseconds)``, stored per lock in a
