@@ -818,7 +818,9 @@ class FileLocksMixin:
         ``_CLAIM_WINDOW`` seconds), or clear the record; then ``close()`` the freeing side's
         descriptors (their last close wakes the waiters watching the slot).
 
-        Order: the hand-over record (and its token reservation), then the epoch (a waiter
+        Order: the new last token (volatile record; the waiter list still unchanged), so that
+        a releaser killed right after the hand-over never leaves a handed-out token unrecorded
+        (the next grant would repeat it); then the hand-over record, then the epoch (a waiter
         checks it after arming its watches, so a wake-up before that is not lost), then
         ``close`` and the poke of the waiter's wake file, and only then the waiter list, off
         the woken waiter's path (it claims without the meta flock). A plain free also changes
@@ -835,6 +837,7 @@ class FileLocksMixin:
                 holder, seq, lapses, ttl_raw, info_json = live[0]
                 ttl = None if float(ttl_raw) < 0 else float(ttl_raw)
                 token = state.next_token(self._lk_durable)
+                state.write_volatile()  # the token is on record before anyone can claim it
                 acquired_at = wall()
                 line = _lease_line(
                     f'"{holder}"' if _PLAIN.fullmatch(holder) else json.dumps(holder),
