@@ -371,13 +371,13 @@ def test_fenced_set_refuses_a_stale_token(backend: Backend) -> None:
     """fenced_set accepts equal or larger tokens and refuses a smaller one, leaving the entry
     as the newer holder wrote it; a plain value under the key is not mistaken for a fence."""
     state = unidist.SharedState("fenced", backend=backend)
-    first = unidist.SharedLock("fence-lock", backend=backend, ttl=0.3)
+    first = unidist.SharedLock("fence-lock", backend=backend, ttl=0.2)
     second = unidist.SharedLock("fence-lock", backend=backend)
     assert first.acquire()
     assert first.token is not None
     assert fenced_set(state, "res", "one", first.token)
     assert fenced_set(state, "res", "one again", first.token)  # same holder, same token
-    time.sleep(0.5)  # first's lease ends
+    time.sleep(0.3)  # first's lease ends
     assert second.acquire(timeout=2)
     assert second.token is not None
     assert second.token > first.token

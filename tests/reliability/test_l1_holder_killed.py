@@ -28,7 +28,7 @@ BOUND = {"file": 1.0, "redis": TTL["redis"] + 1.0}
 
 def test_l1_killed_holder_hands_over_in_time(backend_kind: str, backend_url: str) -> None:
     rng = random.Random(sd := seed())
-    cycles = count(4, 50)
+    cycles = count(3, 50)
     res = Result("L1", backend_kind, sd, {"cycles": cycles, "ttl": TTL[backend_kind]})
     bound = BOUND[backend_kind]
     lock = unidist.SharedLock("l1", backend=backend_url)

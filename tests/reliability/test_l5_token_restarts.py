@@ -64,7 +64,7 @@ def _check(res: Result, cycles: list[list[list[int]]]) -> None:
 def test_l5_file_tokens_survive_kills(tmp_path: Path) -> None:
     rng = random.Random(sd := seed())
     url = f"file://{tmp_path / 'data'}"
-    n = count(3, 200)
+    n = count(2, 200)
     res = Result("L5", "file", sd, {"cycles": n, "procs": 2}, path=str(tmp_path))
     cycles: list[list[list[int]]] = []
     with procs() as kids:
