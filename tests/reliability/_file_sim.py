@@ -207,8 +207,12 @@ class Model:
                 change: list[tuple[str, tuple[int, bool] | None]] = [
                     (ev.name, (ev.child, ev.is_dir))
                 ]
+                # a new file or directory: an inode number freed by an earlier unlink may be
+                # reused, so forget whatever the model held under it
                 if ev.is_dir:
-                    self.dir(ev.child)
+                    self.dirs[ev.child] = DirM()
+                else:
+                    self.files[ev.child] = FileM()
             elif ev.kind == "unlink":
                 change = [(ev.name, None)]
             else:  # rename

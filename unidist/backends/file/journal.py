@@ -18,14 +18,16 @@ machine lost power mid-append): the scan reports where the valid part ends so th
 cut it. An invalid record followed by any valid record is *damage in the middle*:
 :class:`~unidist.errors.CorruptData` naming file and offset.
 
-One exception, the signature of a power loss: an invalid stretch that holds a whole
-512-byte-aligned sector of zero bytes, followed by valid records, is a *lost-write hole*.
+One exception, the signature of a power loss: an invalid stretch followed by valid records
+that holds a run of at least 16 zero bytes ending at a 512-byte sector boundary (a page or
+sector the kernel never wrote back reads as zeros up to its end) is a *lost-write hole*.
 The kernel wrote back later pages of the file before an earlier one; that cannot happen below
 the last successful fsync (fsync makes every earlier write of the file durable), so the
 stretch and everything after it were never synced and, under ``fsync=always``, never
 acknowledged. It is cut like a torn tail (with a warning) instead of refusing to open.
-Records never contain such a sector (JSON text has no NUL bytes), so bit rot, a garbled
-record or a foreign file are still :class:`CorruptData`.
+Records never contain such a run (JSON text has no NUL bytes; a record header holds at most
+about 9 zero bytes in a row), so bit rot, a garbled record or a foreign file are still
+:class:`CorruptData`.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ HEADER_SIZE: Final = _HEAD.size + _CRC.size  # 18 bytes
 #: the largest payload one record may carry (256 MiB); larger puts raise ValueError.
 MAX_RECORD: Final = 256 * 1024 * 1024
 FORMAT_VERSION: Final = 1
-#: the unit a disk writes atomically at best; a zero-filled aligned one marks a lost write.
+#: the unit a disk writes atomically at best; zeros up to its end mark a lost write.
 SECTOR: Final = 512
-_ZERO_SECTOR: Final = bytes(SECTOR)
+#: zero bytes in a row, ending at a sector boundary, that mark a lost write (see module docs).
+HOLE_RUN: Final = 16
+_ZERO_RUN: Final = bytes(HOLE_RUN)
 
 
 class RecordTooLarge(ValueError):
@@ -122,12 +126,14 @@ class Scan:
 
 
 def _zero_sector_in(raw: bytes, start: int, stop: int, base: int) -> bool:
-    """Whether ``raw[start:stop]`` holds a whole all-zero sector aligned in the file."""
-    pos = start + (-(base + start)) % SECTOR
-    while pos + SECTOR <= stop:
-        if raw[pos : pos + SECTOR] == _ZERO_SECTOR:
+    """Whether ``raw[start:stop]`` holds :data:`HOLE_RUN` zero bytes ending at a sector
+    boundary of the file (``base`` is the file offset of ``raw[0]``)."""
+    end = start + HOLE_RUN
+    end += (-(base + end)) % SECTOR  # the first sector boundary with a full run before it
+    while end <= stop:
+        if raw[end - HOLE_RUN : end] == _ZERO_RUN:
             return True
-        pos += SECTOR
+        end += SECTOR
     return False
 
 
