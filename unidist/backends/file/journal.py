@@ -19,8 +19,9 @@ cut it. An invalid record followed by any valid record is *damage in the middle*
 :class:`~unidist.errors.CorruptData` naming file and offset.
 
 One exception, the signature of a power loss: an invalid stretch followed by valid records
-that holds a run of at least 16 zero bytes ending at a 512-byte sector boundary (a page or
-sector the kernel never wrote back reads as zeros up to its end) is a *lost-write hole*.
+that is zero from its start (where a record should begin) to the next 512-byte sector
+boundary, or holds a run of at least 16 zero bytes ending at a sector boundary (a page or
+sector the kernel never wrote back reads as zeros up to its end), is a *lost-write hole*.
 The kernel wrote back later pages of the file before an earlier one; that cannot happen below
 the last successful fsync (fsync makes every earlier write of the file durable), so the
 stretch and everything after it were never synced and, under ``fsync=always``, never
@@ -126,8 +127,12 @@ class Scan:
 
 
 def _zero_sector_in(raw: bytes, start: int, stop: int, base: int) -> bool:
-    """Whether ``raw[start:stop]`` holds :data:`HOLE_RUN` zero bytes ending at a sector
-    boundary of the file (``base`` is the file offset of ``raw[0]``)."""
+    """Whether ``raw[start:stop]`` (``base``: the file offset of ``raw[0]``) looks like a
+    lost write: zeros from ``start`` (where a record should begin) to the next sector
+    boundary, or :data:`HOLE_RUN` zero bytes ending at a sector boundary."""
+    first = start + SECTOR - (base + start) % SECTOR
+    if first <= stop and not raw[start:first].strip(b"\0"):
+        return True
     end = start + HOLE_RUN
     end += (-(base + end)) % SECTOR  # the first sector boundary with a full run before it
     while end <= stop:
