@@ -199,7 +199,10 @@ class Client:
 
     @staticmethod
     def _ready(conn: Any) -> Any:
-        conn.connect()
+        # redis-py's connect() returns at once when connected, but only after building a
+        # retry closure: test the socket here (this is on every command's path).
+        if conn._sock is None:
+            conn.connect()
         # A server that restarted or a reply left unread shows as readable: reconnect now,
         # before sending, so that a command is never sent on a dead socket.
         try:

@@ -767,11 +767,14 @@ class RedisBackend(Backend):
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         # A lost receive reply is harmless to retry (the lost delivery comes back after its
         # visibility timeout); a lost get reply means the message is gone: never retried.
-        policy = Policy.SAFE if mode == "r" else Policy.NEVER
+        if mode == "r":
+            policy, receipt_part = Policy.SAFE, secrets.token_hex(8)
+        else:  # a get has no receipt
+            policy, receipt_part = Policy.NEVER, ""
         reply = self._run(
             "queue_take",
             keys,
-            [mode, _us(visibility), max_attempts, secrets.token_hex(8), PROMOTE_BATCH, consumer],
+            [mode, _us(visibility), max_attempts, receipt_part, PROMOTE_BATCH, consumer],
             policy,
         )
         waits = self._waits()

@@ -83,7 +83,7 @@ def check_prefix(prefix: str) -> str:
 class KeySpace:
     """Builds and parses the keys of one backend (one prefix)."""
 
-    __slots__ = ("_locks", "prefix")
+    __slots__ = ("_locks", "_queues", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         try:
@@ -91,6 +91,7 @@ class KeySpace:
         except ValueError as exc:
             raise InvalidURL(str(exc)) from exc
         self._locks: dict[str, list[str]] = {}
+        self._queues: dict[str, list[str]] = {}
 
     def tag(self, kind: str, name: str, what: str = "name") -> str:
         """``<prefix>{<kind>:<name>}``: the base key of one object (checks ``name``)."""
@@ -133,9 +134,15 @@ class KeySpace:
         return self.tag(STATE, bucket, "bucket name")
 
     def queue(self, name: str) -> list[str]:
-        """The queue keys in :data:`QUEUE_SUFFIXES` order."""
-        base = self.tag(QUEUE, name, "queue name")
-        return [f"{base}:{suffix}" for suffix in QUEUE_SUFFIXES]
+        """The queue keys in :data:`QUEUE_SUFFIXES` order (a cached list: do not modify it)."""
+        found = self._queues.get(name) if isinstance(name, str) else None
+        if found is None:
+            base = self.tag(QUEUE, name, "queue name")
+            found = [f"{base}:{suffix}" for suffix in QUEUE_SUFFIXES]
+            if len(self._queues) >= _LOCK_CACHE_SIZE:
+                self._queues.clear()
+            self._queues[name] = found
+        return found
 
     def group(self, name: str) -> list[str]:
         """The membership keys in :data:`GROUP_SUFFIXES` order."""

@@ -4,8 +4,7 @@
 local meta = redis.call('HGET', KEYS[2], ARGV[1])
 if not meta then return 0 end
 local receipt = string.match(meta, ' (%S+)$')
-if receipt ~= ARGV[2] or not redis.call('ZSCORE', KEYS[5], ARGV[1]) then return 0 end
-redis.call('ZREM', KEYS[5], ARGV[1])
+if receipt ~= ARGV[2] or redis.call('ZREM', KEYS[5], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[7], KEYS[8]) end

@@ -6,33 +6,36 @@
 --       6 put record lifetime ms
 -- Meta record: "attempts enqueued_us nonce rank receipt" (receipt "-" when not in flight).
 -- Returns 1 if stored by this call (or by an earlier attempt of this same call), else 0.
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur then
-  local nonce = string.match(cur, '^%d+ %d+ (%S+) ')
-  if nonce == ARGV[5] then return 1 end
+-- The common path is 7 commands: the meta record is claimed with HSETNX (which is also the
+-- "already queued" check) and the put record is swapped with SET ... GET; the rare duplicate
+-- paths undo what they claimed.
+local t = redis.call('TIME')
+-- Server time in µs as text, without a float round trip (t[2] has up to 6 digits).
+local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
+local seq = redis.call('INCR', KEYS[7])
+local rank = ARGV[4] .. string.format('%016x', seq) .. ARGV[1]
+if redis.call('HSETNX', KEYS[2], ARGV[1], '0 ' .. now .. ' ' .. ARGV[5] .. ' ' .. rank .. ' -') == 0 then
+  local cur = redis.call('HGET', KEYS[2], ARGV[1])
+  if string.match(cur, '^%d+ %d+ (%S+) ') == ARGV[5] then return 1 end
   return 0
 end
-local last = redis.call('GET', KEYS[9])
+local last = redis.call('SET', KEYS[9], ARGV[1] .. ' ' .. ARGV[5], 'PX', ARGV[6], 'GET')
 if last then
   local sep = string.find(last, ' ', 1, true)
   if sep and string.sub(last, 1, sep - 1) == ARGV[1] then
+    -- The thread's last put had this id (it may have been consumed since): store nothing.
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('SET', KEYS[9], last, 'PX', ARGV[6])
     if string.sub(last, sep + 1) == ARGV[5] then return 1 end
     return 0
   end
 end
-redis.call('SET', KEYS[9], ARGV[1] .. ' ' .. ARGV[5], 'PX', ARGV[6])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local seq = redis.call('INCR', KEYS[7])
-local rank = ARGV[4] .. string.format('%016x', seq) .. ARGV[1]
-local delay = tonumber(ARGV[3])
-if delay > 0 then
-  redis.call('ZADD', KEYS[4], now + delay, ARGV[1])
+if ARGV[3] ~= '0' then
+  redis.call('ZADD', KEYS[4], tonumber(now) + tonumber(ARGV[3]), ARGV[1])
 else
   redis.call('ZADD', KEYS[3], 0, rank)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], '0 ' .. string.format('%.0f', now) .. ' ' .. ARGV[5] .. ' ' .. rank .. ' -')
-redis.call('RPUSH', KEYS[8], '1')
-redis.call('LTRIM', KEYS[8], -256, -1)
+-- One wake-up per ready message, at most 256 pending.
+if redis.call('RPUSH', KEYS[8], '1') > 256 then redis.call('LTRIM', KEYS[8], -256, -1) end
 return 1

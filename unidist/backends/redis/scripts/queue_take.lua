@@ -9,49 +9,61 @@
 local mode = ARGV[1]
 local maxa = tonumber(ARGV[3])
 local batch = tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- The server clock, read once and only when needed (a get with nothing delayed or in
+-- flight never needs it).
+local now
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return now
+end
 local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+)$'
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[4], id)
-  local meta = redis.call('HGET', KEYS[2], id)
-  if meta then
-    local _, _, _, rank = string.match(meta, pat)
-    redis.call('ZADD', KEYS[3], 0, rank)
-  end
-end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, batch)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[5], id)
-  local meta = redis.call('HGET', KEYS[2], id)
-  if meta then
-    local a, e, n, rank = string.match(meta, pat)
-    redis.call('HSET', KEYS[2], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' -')
-    if tonumber(a) >= maxa then
-      redis.call('ZADD', KEYS[6], now, id)
-    else
+-- One EXISTS instead of two range reads while nothing is delayed or in flight.
+if redis.call('EXISTS', KEYS[4], KEYS[5]) > 0 then
+  clock()
+  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', KEYS[4], id)
+    local meta = redis.call('HGET', KEYS[2], id)
+    if meta then
+      local _, _, _, rank = string.match(meta, pat)
       redis.call('ZADD', KEYS[3], 0, rank)
+    end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', KEYS[5], id)
+    local meta = redis.call('HGET', KEYS[2], id)
+    if meta then
+      local a, e, n, rank = string.match(meta, pat)
+      redis.call('HSET', KEYS[2], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' -')
+      if tonumber(a) >= maxa then
+        redis.call('ZADD', KEYS[6], now, id)
+      else
+        redis.call('ZADD', KEYS[3], 0, rank)
+      end
     end
   end
 end
 
 while true do
-  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+  local first = redis.call('ZPOPMIN', KEYS[3])
   if #first == 0 then
     local nxt = -1
     local d = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     if d[2] then nxt = tonumber(d[2]) end
     local f = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
     if f[2] and (nxt < 0 or tonumber(f[2]) < nxt) then nxt = tonumber(f[2]) end
-    if nxt >= 0 then nxt = math.max(nxt - now, 0) end
+    if nxt >= 0 then nxt = math.max(nxt - clock(), 0) end
     -- Nothing is ready: pending wake-ups are stale.
     redis.call('DEL', KEYS[8])
     return {0, string.format('%.0f', nxt)}
   end
+  -- Every ready entry has score 0: ZPOPMIN takes the lowest rank.
   local rank = first[1]
-  redis.call('ZREM', KEYS[3], rank)
   -- One wake-up per message: this one is taken.
   redis.call('LPOP', KEYS[8])
   local id = string.sub(rank, 33)
@@ -61,7 +73,7 @@ while true do
     local attempts = tonumber(a)
     if attempts >= maxa then
       -- Delivered max_attempts times already (e.g. a smaller max_attempts than before).
-      redis.call('ZADD', KEYS[6], now, id)
+      redis.call('ZADD', KEYS[6], clock(), id)
     else
       attempts = attempts + 1
       local body = redis.call('HGET', KEYS[1], id)
@@ -73,7 +85,7 @@ while true do
       else
         receipt = attempts .. '.' .. ARGV[4]
         if ARGV[6] and ARGV[6] ~= '' then receipt = receipt .. '/' .. ARGV[6] end
-        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), id)
+        redis.call('ZADD', KEYS[5], clock() + tonumber(ARGV[2]), id)
         redis.call('HSET', KEYS[2], id, attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt)
       end
       return {1, id, body, attempts, receipt, rank, e}
