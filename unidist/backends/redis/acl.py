@@ -45,7 +45,6 @@ COMMANDS: Final = (
     "hincrby",
     "incr",
     "incrby",
-    "lpop",
     "ltrim",
     "pexpire",
     "pttl",

@@ -83,7 +83,7 @@ def check_prefix(prefix: str) -> str:
 class KeySpace:
     """Builds and parses the keys of one backend (one prefix)."""
 
-    __slots__ = ("_locks", "_queues", "prefix")
+    __slots__ = ("_locks", "_queues", "_singles", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         try:
@@ -92,6 +92,7 @@ class KeySpace:
             raise InvalidURL(str(exc)) from exc
         self._locks: dict[str, list[str]] = {}
         self._queues: dict[str, list[str]] = {}
+        self._singles: dict[tuple[str, str], str] = {}
 
     def tag(self, kind: str, name: str, what: str = "name") -> str:
         """``<prefix>{<kind>:<name>}``: the base key of one object (checks ``name``)."""
@@ -120,7 +121,17 @@ class KeySpace:
         return f"{lock_keys[8]}:{holder}"
 
     def counter(self, name: str) -> str:
-        return self.tag(COUNTER, name, "counter name")
+        return self._single(COUNTER, name, "counter name")
+
+    def _single(self, kind: str, name: str, what: str) -> str:
+        """The one key of a counter or bucket, cached (the name is checked once)."""
+        found = self._singles.get((kind, name)) if isinstance(name, str) else None
+        if found is None:
+            found = self.tag(kind, name, what)
+            if len(self._singles) >= _LOCK_CACHE_SIZE:
+                self._singles.clear()
+            self._singles[(kind, name)] = found
+        return found
 
     def counter_request(self, name: str, caller: str) -> str:
         return self.request_record(self.counter(name), caller)
@@ -131,7 +142,7 @@ class KeySpace:
         return f"{counter_key}:r:{caller}"
 
     def state(self, bucket: str) -> str:
-        return self.tag(STATE, bucket, "bucket name")
+        return self._single(STATE, bucket, "bucket name")
 
     def queue(self, name: str) -> list[str]:
         """The queue keys in :data:`QUEUE_SUFFIXES` order (a cached list: do not modify it)."""

@@ -36,6 +36,7 @@ else
   redis.call('ZADD', KEYS[3], 0, rank)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
--- One wake-up per ready message, at most 256 pending.
-if redis.call('RPUSH', KEYS[8], '1') > 256 then redis.call('LTRIM', KEYS[8], -256, -1) end
+-- Wake one waiter. Takes do not pop wake-ups (an empty take deletes them), so the list is
+-- cut back to 256 once it passes 512: one LTRIM per 256 puts at most.
+if redis.call('RPUSH', KEYS[8], '1') > 512 then redis.call('LTRIM', KEYS[8], -256, -1) end
 return 1

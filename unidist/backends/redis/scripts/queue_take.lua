@@ -64,8 +64,8 @@ while true do
   end
   -- Every ready entry has score 0: ZPOPMIN takes the lowest rank.
   local rank = first[1]
-  -- One wake-up per message: this one is taken.
-  redis.call('LPOP', KEYS[8])
+  -- The wake-up pushed for this message is left in place: a waiter that pops a stale one
+  -- finds nothing, and its empty take clears them all (see above).
   local id = string.sub(rank, 33)
   local meta = redis.call('HGET', KEYS[2], id)
   if meta then
