@@ -275,3 +275,63 @@ def test_forked_child_uses_its_own_connections(rbe: RedisBackend) -> None:
     assert value == 11
     assert rbe._client.command("CLIENT", "ID") == parent_id
     assert rbe.counter_get("c") == 11
+
+
+def test_put_of_the_threads_last_id_after_it_was_consumed_stores_nothing(
+    rbe: RedisBackend, raw: redis.Redis, prefix: str
+) -> None:
+    """Putting the id of this thread's last put again, after a consumer took it, returns
+    False and leaves nothing behind (the put claimed the id, then undid the claim)."""
+    assert rbe.queue_put("q", "m1", '"a"', 0, 0) is True
+    d = rbe.queue_get("q", 5)
+    assert d is not None
+    assert d.body == '"a"'
+    assert rbe.queue_put("q", "m1", '"again"', 0, 0) is False
+    assert rbe.queue_stats("q") == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
+    assert rbe.queue_get("q", 5) is None
+    assert raw.hlen(f"{prefix}{{q:q}}:m") == 0
+    # The record still names m1: another put of it is still refused, a new id is stored.
+    assert rbe.queue_put("q", "m1", '"third"', 0, 0) is False
+    assert rbe.queue_put("q", "m2", '"b"', 0, 0) is True
+    assert rbe.queue_put("q", "m1", '"fourth"', 0, 0) is True
+
+
+def test_wake_list_stays_bounded_and_waiters_still_wake(
+    rbe: RedisBackend, raw: redis.Redis, prefix: str
+) -> None:
+    """Takes leave wake-ups in place: the list stays at most 512 long under a backlog, and a
+    waiter that finds only stale wake-ups still sleeps until a real put wakes it."""
+    for i in range(600):
+        rbe.queue_put("q", f"m{i}", "1", 0, 0)
+    assert 0 < raw.llen(f"{prefix}{{q:q}}:n") <= 512
+    for _ in range(599):
+        assert rbe.queue_get("q", 5) is not None
+    assert raw.llen(f"{prefix}{{q:q}}:n") > 0  # stale: only one message is left
+    assert rbe.queue_get("q", 5) is not None
+    assert rbe.queue_get("q", 5) is None
+    other = RedisBackend.from_url(rbe.url)
+    got: list[float] = []
+    waits = [0]
+
+    def consumer() -> None:
+        t0 = time.monotonic()
+        while rbe.queue_get("q", 5) is None:
+            waits[0] += 1
+            rbe.queue_wait("q", 5.0)
+        got.append(time.monotonic() - t0)
+
+    other.queue_put("q", "due-later", "1", 60, 0)  # the queue is never empty below
+    for i in range(300):  # a backlog taken by a consumer that never waits
+        other.queue_put("q", f"s{i}", "1", 0, 0)
+    for _ in range(300):
+        assert other.queue_get("q", 5) is not None
+    assert raw.llen(f"{prefix}{{q:q}}:n") == 301  # stale wake-ups (the delayed put too)
+    t = threading.Thread(target=consumer)
+    t.start()
+    time.sleep(0.3)
+    other.queue_put("q", "late", "1", 0, 0)
+    t.join(5)
+    other.close()
+    assert got
+    assert 0.2 < got[0] < 0.8
+    assert waits[0] <= 2  # the stale wake-ups did not make the waiter spin
