@@ -20,7 +20,7 @@ from unidist.errors import (
     ServiceLost,
     UnidistError,
 )
-from unidist.lock import SharedLock, SharedSemaphore
+from unidist.lock import SharedLock, SharedSemaphore, fenced_get, fenced_set
 from unidist.queue import Message, MessageQueue
 from unidist.state import SharedState
 from unidist.threadsafe import ThreadSafeDict, ThreadSafeList
@@ -52,4 +52,6 @@ __all__ = [
     "UnidistError",
     "__version__",
     "connect",
+    "fenced_get",
+    "fenced_set",
 ]

@@ -104,3 +104,16 @@ def test_shell_round_trip(cli: Cli, backend_url: str) -> None:
     late = cli(None, "counter", "incr", "ids", "--url", backend_url, "--json")
     assert late.returncode == 0, late.stderr
     assert json.loads(late.stdout) == {"name": "ids", "value": 2}
+
+
+def test_too_deeply_nested_json_is_a_usage_error_and_stores_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "memory://deep-json"
+    deep = "[" * 30000 + "]" * 30000
+    code, _, err = run(capsys, "--url", url, "state", "set", "b", "k", deep)
+    assert code == 2
+    assert "nested too deeply" in err
+    assert "RecursionError" not in err
+    code, _, _ = run(capsys, "--url", url, "state", "get", "b", "k")
+    assert code == 1

@@ -26,6 +26,10 @@ def parse_value(text: str, force_string: bool = False) -> JSON:
         value: JSON = json.loads(text, parse_constant=_no_constants)
     except ValueError:
         return text
+    except RecursionError:
+        raise click.UsageError(
+            "the JSON value is nested too deeply (Python's JSON parser stops near 1,000 levels)"
+        ) from None
     return value
 
 
