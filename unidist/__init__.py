@@ -19,6 +19,7 @@ from unidist.errors import (
     SerializationError,
     ServiceLost,
     UnidistError,
+    ValueTooLarge,
 )
 from unidist.lock import SharedLock, SharedSemaphore, fenced_get, fenced_set
 from unidist.queue import Message, MessageQueue
@@ -50,6 +51,7 @@ __all__ = [
     "ThreadSafeDict",
     "ThreadSafeList",
     "UnidistError",
+    "ValueTooLarge",
     "__version__",
     "connect",
     "fenced_get",

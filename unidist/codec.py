@@ -18,12 +18,16 @@ import json
 import math
 from typing import Any, Final, TypeAlias
 
-from unidist.errors import CorruptData, SerializationError
+from unidist.errors import CorruptData, SerializationError, ValueTooLarge
 
-__all__ = ["JSON", "decode", "encode"]
+__all__ = ["JSON", "MAX_VALUE_BYTES", "decode", "encode"]
 
 JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 """A JSON value as Python holds it."""
+
+MAX_VALUE_BYTES: Final = 256 * 1024 * 1024
+"""The largest JSON text (UTF-8 bytes) of one value, the same on every backend: 256 MiB.
+(Redis refuses bulk strings over 512 MB and the file journal bounds a record to 256 MiB.)"""
 
 _ENCODER: Final = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=True
@@ -58,18 +62,23 @@ def encode(value: Any) -> str:
 
     Raises:
         SerializationError: ``value`` is not a JSON value (see module docs).
+        ValueTooLarge: its JSON text is over :data:`MAX_VALUE_BYTES` (256 MiB).
     """
     try:
         _check(value)
         text = _ENCODER.encode(value)
         # Lone surrogates would be written as invalid UTF-8; refuse them here.
-        text.encode("utf-8")
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except SerializationError:
         raise
     except RecursionError as exc:
         raise SerializationError("value nests too deeply or is circular") from exc
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
         raise SerializationError(f"value is not JSON: {exc}") from exc
+    if size > MAX_VALUE_BYTES:
+        raise ValueTooLarge(
+            f"value is {size} bytes of JSON, over the limit of {MAX_VALUE_BYTES} bytes (256 MiB)"
+        )
     return text
 
 

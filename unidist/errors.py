@@ -25,6 +25,7 @@ __all__ = [
     "SerializationError",
     "ServiceLost",
     "UnidistError",
+    "ValueTooLarge",
 ]
 
 
@@ -117,3 +118,8 @@ class RemoteError(UnidistError):
 
 class ServiceLost(UnidistError):
     """The server a service proxy was bound to died or left while a call was in flight."""
+
+
+class ValueTooLarge(UnidistError, ValueError):
+    """A value's JSON text exceeds the size every backend accepts (256 MiB); nothing was
+    stored. The message names the size and the limit."""

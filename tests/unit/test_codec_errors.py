@@ -65,3 +65,14 @@ def test_error_tree() -> None:
 def test_redact_hides_passwords(url: str, expected: str) -> None:
     """Redaction replaces the password and keeps everything a user needs to find the server."""
     assert redact(url) == expected
+
+
+def test_a_value_over_256_mib_is_refused_naming_the_limit() -> None:
+    from unidist.codec import MAX_VALUE_BYTES, encode
+    from unidist.errors import ValueTooLarge
+
+    assert len(encode("x" * (MAX_VALUE_BYTES - 2))) == MAX_VALUE_BYTES  # the quotes count
+    with pytest.raises(ValueTooLarge, match="limit of 268435456 bytes"):
+        encode("x" * (MAX_VALUE_BYTES - 1))
+    with pytest.raises(ValueTooLarge):
+        encode(["é" * (MAX_VALUE_BYTES // 2)])  # counted in UTF-8 bytes, not characters
