@@ -96,6 +96,24 @@ def test_time_rotation(tmp_path: Path) -> None:
     assert total == written
 
 
+def test_time_rotation_goes_by_the_record_time_and_only_forward(tmp_path: Path) -> None:
+    """A record made before a period boundary but written after it does not open a new file,
+    and a late record of an earlier period never rotates back: it joins the current file."""
+    from unidist.log._writer import TrackWriter
+
+    base = (time.time() // 10) * 10 - 100  # a whole period boundary in the past
+    warnings: list[str] = []
+    w = TrackWriter(tmp_path / "t.log", None, 10, 5, False, warnings.append)
+    assert w.write(b"a\n", when=base + 1)
+    assert w.write(b"b\n", when=base + 9.999)  # same period: same file
+    assert w.write(b"c\n", when=base + 10.001)  # next period: rotates
+    assert w.write(b"d\n", when=base + 9.998)  # a late record: no rotation back
+    w.close()
+    files = {p.name: p.read_bytes() for p in tmp_path.glob("t.log*")}
+    assert sorted(files.values()) == [b"a\nb\n", b"c\nd\n"], files
+    assert not warnings
+
+
 def test_external_rename_is_followed(tmp_path: Path) -> None:
     """After logrotate-style rename the writer reopens the path within about a second."""
     unidist.log.setup(dir=tmp_path, rotate="off", console="off")

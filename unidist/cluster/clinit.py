@@ -38,7 +38,6 @@ brings every group back to its recorded level, or to the cluster's desired level
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 from unidist.cluster._clinit_sock import SOCKET_NAME, DaemonNotRunning, default_dir, request
 from unidist.cluster._clinit_table import MODES, Entry, Table, check_word, parse_table, read_table
 from unidist.errors import UnidistError
+from unidist.log._files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from unidist.backends.base import Backend
@@ -264,28 +264,9 @@ def iso(ts: float) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory
-    (mode 0600)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace ``path`` with ``data``: a new temp file (``O_EXCL|O_NOFOLLOW``, mode 0600),
+    fsync, rename, fsync of the directory."""
+    atomic_write_bytes(path, data)
 
 
 def render_status(host: str, groups: Iterable[tuple[str, dict[str, Any]]], now: float) -> str:

@@ -215,10 +215,14 @@ class _Runtime:
                     self.writers[track] = w
         return w
 
-    def emit(self, track: str, levelno: int, rec: dict[str, Any]) -> None:
+    def emit(
+        self, track: str, levelno: int, rec: dict[str, Any], when: float | None = None
+    ) -> None:
+        """Write ``rec`` to its outputs; ``when`` (the record's time) picks the time-rotated
+        file, so a file never holds records of two periods."""
         line = encode(rec)
         if self.config.files:
-            self.writer(track).write(line)
+            self.writer(track).write(line, when)
         if self.console is not None:
             self.console.write(rec, line)
         if self.syslog is not None:
@@ -376,22 +380,28 @@ class TrackLogger(structlog.BoundLoggerBase):
             except structlog.DropEvent:
                 return
             ctx = processed if type(processed) is dict else dict(processed)
-            rec = build_record(rt, self._logger.name, levelno, ctx, frame)
+            now = time.time()
+            rec = build_record(rt, self._logger.name, levelno, ctx, frame, now)
             if exc_info:
                 _add_exception(rec, exc_info)
-            rt.emit(self._logger.name, levelno, rec)
+            rt.emit(self._logger.name, levelno, rec, now)
         except Exception as exc:  # logging must never break the caller
             _warn_once(f"log:{type(exc).__name__}", f"a record could not be logged: {exc!r}")
 
 
 def build_record(
-    rt: _Runtime, track: str, levelno: int, ctx: dict[str, Any], frame: FrameType
+    rt: _Runtime,
+    track: str,
+    levelno: int,
+    ctx: dict[str, Any],
+    frame: FrameType,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """The record of one call, keys in DESIGN order, then the caller's key/values (``ctx`` is
     consumed: its ``event`` is popped)."""
     code = frame.f_code
     rec: dict[str, Any] = {
-        "timestamp": _iso(time.time()),
+        "timestamp": _iso(time.time() if now is None else now),
         "level": _NAMES.get(levelno) or logging.getLevelName(levelno).lower(),
         "event": ctx.pop("event", None),
         "track": track,
@@ -468,6 +478,6 @@ class StdlibHandler(logging.Handler):
                 _merge(rec, extra)
             if record.exc_info:
                 _add_exception(rec, record.exc_info)
-            rt.emit(track, record.levelno, rec)
+            rt.emit(track, record.levelno, rec, record.created)
         except Exception as exc:
             _warn_once(f"stdlib:{type(exc).__name__}", f"a logging record was lost: {exc!r}")

@@ -86,8 +86,18 @@ def atomic_write_json(path: Path, data: Any) -> None:
     Raises:
         OSError: the directory is not writable or the disk is full (the old file is intact).
     """
+    atomic_write_bytes(path, json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload`` durably: a new temp file beside it (``O_EXCL`` and
+    ``O_NOFOLLOW``, mode 0600, so a planted file or symlink is never written through), fsync,
+    rename, fsync of the directory. A crash leaves the old file or the new one, never a mix.
+
+    Raises:
+        OSError: the directory is not writable or the disk is full (the old file is intact).
+    """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:

@@ -120,16 +120,20 @@ class TrackWriter:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ writing
-    def write(self, data: bytes) -> bool:
+    def write(self, data: bytes, when: float | None = None) -> bool:
         """Append one complete record (one line); True if it was written.
+
+        ``when`` is the record's time (default: now): time rotation goes by it, so a record
+        made just before a period boundary but written just after it stays with its period's
+        file whenever that file is still the current one.
 
         Never raises ``OSError``: a failure drops the record and warns once on stderr.
         """
         with self._lock:
             try:
                 fd = self._fd if self._fd >= 0 else self._open()
-                if self._must_check(fd):
-                    fd = self._rotate_locked()
+                if self._must_check(fd, when):
+                    fd = self._rotate_locked(when)
                 elif time.monotonic() >= self._next_stat:
                     fd = self._check_path()
                 view = memoryview(data)
@@ -144,11 +148,15 @@ class TrackWriter:
                 self._failing = False
             return True
 
-    def _must_check(self, fd: int) -> bool:
-        """The file reached ``max_bytes`` or a period boundary passed since the last check."""
+    def _must_check(self, fd: int, when: float | None = None) -> bool:
+        """The file reached ``max_bytes`` or the record belongs to a later period than the
+        current file's."""
         if self.max_bytes is not None and os.lseek(fd, 0, os.SEEK_END) >= self.max_bytes:
             return True
-        return self.interval is not None and self._period != _period(time.time(), self.interval)
+        if self.interval is None:
+            return False
+        period = _period(time.time() if when is None else when, self.interval)
+        return self._period is None or period > self._period
 
     def close(self) -> None:
         """Close the file (a later write reopens it)."""
@@ -200,7 +208,7 @@ class TrackWriter:
             return self._open()
         return self._fd
 
-    def _rotate_locked(self) -> int:
+    def _rotate_locked(self, when: float | None = None) -> int:
         """Under the track's flock: catch up with another process's rotation, or rotate."""
         lock_fd = os.open(
             self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE
@@ -208,15 +216,16 @@ class TrackWriter:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             fd = self._check_path()
-            now = time.time()
+            now = time.time() if when is None else when
             current = _period(now, self.interval) if self.interval is not None else None
             size = os.fstat(fd).st_size
             too_big = self.max_bytes is not None and size >= self.max_bytes
-            too_old = (
-                current is not None
-                and size > 0
-                and self._file_period(lock_fd, fd) not in (None, current)
-            )
+            file_period = self._file_period(lock_fd, fd) if current is not None and size else None
+            # Rotate only forward: a record older than the current file (written late, or by
+            # another process that rotated first) goes into the current file.
+            too_old = current is not None and file_period is not None and file_period < current
+            if file_period is not None and current is not None and file_period > current:
+                current = file_period
             if too_big or too_old:
                 self._shift()
                 fd = self._open()
