@@ -11,6 +11,7 @@ import time
 
 import redis
 
+from backends.redis.server import RedisServer
 from unidist.backends.redis import RedisBackend
 
 
@@ -335,3 +336,66 @@ def test_wake_list_stays_bounded_and_waiters_still_wake(
     assert got
     assert 0.2 < got[0] < 0.8
     assert waits[0] <= 2  # the stale wake-ups did not make the waiter spin
+
+
+def _server_commands(client: redis.Redis) -> dict[str, int]:
+    """Commands run on the server since the last CONFIG RESETSTAT, scripts' own calls
+    included, without the script calls themselves and this client's INFO/CONFIG."""
+    stats = client.info("commandstats")
+    skip = {"evalsha", "eval", "eval_ro", "evalsha_ro", "script", "info", "config"}
+    calls = {key.removeprefix("cmdstat_"): int(v["calls"]) for key, v in stats.items()}
+    return {name: n for name, n in calls.items() if name.split("|")[0] not in skip}
+
+
+def test_put_and_get_run_eleven_server_commands() -> None:
+    """Issue #11: each command inside a script costs a few µs, so a put is 6 commands and
+    a get 5 (the body lives in the message record: no separate body hash)."""
+    with RedisServer() as server:
+        be = RedisBackend.from_url(server.url)
+        assert isinstance(be, RedisBackend)
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            # Scripts loaded, thread's put record present, one message left queued (so the
+            # get does not find the queue empty and delete its bookkeeping keys).
+            assert be.queue_put("q", "warm", '"w"', 0, 0) is True
+            assert be.queue_get("q", 5) is not None
+            assert be.queue_put("q", "keep", '"k"', 0, 0) is True
+            client.config_resetstat()
+            assert be.queue_put("q", "m", '"a"', 0, 0) is True
+            put = _server_commands(client)
+            client.config_resetstat()
+            d = be.queue_get("q", 5)
+            got = _server_commands(client)
+            assert d is not None
+            assert d.id == "keep"
+            assert d.body == '"k"'
+            assert sum(put.values()) == 6, put
+            assert sum(got.values()) == 5, got
+            assert client.exists("unidist:{q:q}:m") == 1
+            assert client.keys("unidist:{q:q}:b") == []
+        finally:
+            client.close()
+            be.close()
+
+
+def test_body_with_spaces_and_newlines_survives_every_state(rbe: RedisBackend) -> None:
+    """The body is stored after the record's header: receive, nack, visibility expiry,
+    death, requeue and get all give back exactly the body that was put."""
+    body = '{"a b": "c  d",\n "e": [1, 2] }  '
+    assert rbe.queue_put("q", "m", body, 0, 3) is True
+    d = rbe.queue_receive("q", 30, 3)
+    assert d is not None
+    assert d.body == body
+    assert d.priority == 3
+    assert rbe.queue_nack("q", "m", d.receipt, 0, 3) is True
+    d = rbe.queue_receive("q", 0.05, 2)
+    assert d is not None
+    assert (d.body, d.attempts) == (body, 2)
+    time.sleep(0.1)
+    assert rbe.queue_receive("q", 30, 2) is None  # expired at max_attempts: dead
+    dead = rbe.queue_dead("q")
+    assert [(m.id, m.body, m.attempts, m.priority) for m in dead] == [("m", body, 2, 3)]
+    assert rbe.queue_requeue_dead("q") == 1
+    d = rbe.queue_get("q", 2)
+    assert d is not None
+    assert (d.body, d.attempts) == (body, 1)

@@ -862,7 +862,7 @@ class RedisBackend(Backend):
 
     def queue_dead(self, name: str) -> list[Delivery]:
         """Dead messages, oldest death first (``receipt`` empty)."""
-        reply = self._run("queue_dead", self.keys.queue(name)[:6], [], Policy.SAFE)
+        reply = self._run("queue_dead", self.keys.queue(name)[:5], [], Policy.SAFE)
         dead: list[Delivery] = []
         for i in range(0, len(reply), 3):
             msg_id, body, meta = reply[i], reply[i + 1], reply[i + 2]
@@ -882,7 +882,7 @@ class RedisBackend(Backend):
                 raise CorruptData(
                     f"queue {name!r} message {msg_id!r} has malformed metadata in Redis at "
                     f"{self.where}",
-                    path=self.keys.queue(name)[1],
+                    path=self.keys.queue(name)[0],
                 ) from exc
         return dead
 
@@ -924,7 +924,7 @@ class RedisBackend(Backend):
             due_in = max(wake_by - time.monotonic(), 0.0) + 0.001
             precise = due_in <= timeout
             timeout = min(timeout, due_in)
-        self._client.blpop([keys[7]], timeout, precise=precise)
+        self._client.blpop([keys[6]], timeout, precise=precise)
 
     def queues(self) -> list[str]:
         """Queues holding any message (their metadata hash exists), sorted."""

@@ -19,8 +19,8 @@ several keys of that object stays in one Redis Cluster slot::
     unidist:{c:jobs}:r:<caller> last request id and result of one calling thread (dedupe of
                                 a retried counter_add, 5 min)
     unidist:{s:config}          state bucket (hash key -> JSON text)
-    unidist:{q:work}:b          message bodies (hash id -> JSON text)
-    unidist:{q:work}:m          message meta (hash id -> "attempts enqueued_us nonce rank receipt")
+    unidist:{q:work}:m          messages (hash id -> "attempts enqueued_us nonce rank receipt
+                                body", the JSON body after the fifth space)
     unidist:{q:work}:r          ready (zset, scores 0, member = prio(16 hex) seq(16 hex) id)
     unidist:{q:work}:d          delayed (zset id -> due µs)
     unidist:{q:work}:f          in flight (zset id -> visibility deadline µs)
@@ -55,7 +55,7 @@ QUEUE: Final = "q"
 GROUP: Final = "g"
 
 LOCK_SUFFIXES: Final = ("h", "e", "w", "we", "m", "n", "wi", "p", "k", "g")
-QUEUE_SUFFIXES: Final = ("b", "m", "r", "d", "f", "x", "s", "n")
+QUEUE_SUFFIXES: Final = ("m", "r", "d", "f", "x", "s", "n")
 GROUP_SUFFIXES: Final = ("e", "i")
 _LOCK_CACHE_SIZE: Final = 1024
 """Lock names whose keys :meth:`KeySpace.lock` keeps (the hot path builds them once)."""

@@ -1,13 +1,19 @@
 -- The dead messages, oldest death first: a flat list of id, body, meta, ...
--- KEYS: 1 bodies, 2 meta, 3 ready, 4 delayed, 5 in flight, 6 dead
-local ids = redis.call('ZRANGE', KEYS[6], 0, -1)
+-- KEYS: 1 messages, 2 ready, 3 delayed, 4 in flight, 5 dead
+local ids = redis.call('ZRANGE', KEYS[5], 0, -1)
 local out = {}
 for _, id in ipairs(ids) do
-  local meta = redis.call('HGET', KEYS[2], id)
-  if meta then
+  local record = redis.call('HGET', KEYS[1], id)
+  if record then
+    local meta, pos = string.match(record, '^(%d+ %d+ %S+ %S+ %S+) ()')
     out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', KEYS[1], id) or 'null'
-    out[#out + 1] = meta
+    if meta then
+      out[#out + 1] = string.sub(record, pos)
+      out[#out + 1] = meta
+    else
+      out[#out + 1] = 'null'
+      out[#out + 1] = record
+    end
   end
 end
 return out
