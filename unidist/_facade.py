@@ -19,12 +19,14 @@ HOST: Final = socket.gethostname()
 
 _id_prefix = secrets.token_hex(8)
 _id_seq = itertools.count(1)
+_pid = os.getpid()
 
 
 def _new_id_prefix() -> None:
-    global _id_prefix, _id_seq
+    global _id_prefix, _id_seq, _pid
     _id_prefix = secrets.token_hex(8)
     _id_seq = itertools.count(1)
+    _pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_new_id_prefix)
@@ -33,7 +35,7 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 def unique_id() -> str:
     """A cheap id unique across processes and hosts: a random per-process prefix (renewed in
     a forked child) and a counter. Used for lock holders and request ids."""
-    return f"{_id_prefix}{next(_id_seq):x}"
+    return f"{_id_prefix}{next(_id_seq)}"  # decimal: formatting with :x costs more
 
 
 def resolve_backend(backend: Backend | str | None) -> Backend:
@@ -47,18 +49,36 @@ def resolve_backend(backend: Backend | str | None) -> Backend:
     )
 
 
+_owner_cache = threading.local()
+
+
 def owner_info() -> dict[str, JSON]:
     """The owner record published with a lock grant: host, pid, thread name, and ``member``
-    (the member id) and ``incarnation`` while a cluster membership is current."""
-    info: dict[str, JSON] = {
-        "host": HOST,
-        "pid": os.getpid(),
-        "thread": threading.current_thread().name,
-    }
+    (the member id) and ``incarnation`` while a cluster membership is current.
+
+    Built once per thread and reused while the thread's name, the process and the current
+    membership stay the same: the dict is shared, so callers must not modify it.
+    """
+    entry = _owner_cache.__dict__.get("entry")
+    # The cache is per thread, so its thread object is the calling thread's.
+    thread = threading.current_thread() if entry is None else entry[0]
+    name = thread.name
     member = current_member()
+    incarnation = None if member is None else member.incarnation
+    # Identity checks (a miss only rebuilds); the pid because a thread-local survives fork.
+    if (
+        entry is not None
+        and entry[1] is name
+        and entry[2] is member
+        and entry[3] is incarnation
+        and entry[4] == _pid
+    ):
+        return entry[5]  # type: ignore[no-any-return]
+    info: dict[str, JSON] = {"host": HOST, "pid": _pid, "thread": name}
     if member is not None:
         info["member"] = member.member_id
-        info["incarnation"] = member.incarnation
+        info["incarnation"] = incarnation
+    _owner_cache.entry = (thread, name, member, incarnation, _pid, info)
     return info
 
 

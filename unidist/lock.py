@@ -147,9 +147,10 @@ class _LockBase(Primitive):
             ValueError: a negative timeout, or a timeout with ``blocking=False``.
             BackendUnavailable: the backend cannot be reached.
         """
-        timeout = check_timeout(timeout)
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify a timeout for a non-blocking call")
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+            if not blocking:
+                raise ValueError("can't specify a timeout for a non-blocking call")
         be = self._backend
         holder = unique_id()
         info = owner_info()
@@ -210,19 +211,6 @@ class _LockBase(Primitive):
             self.release()
 
     # ------------------------------------------------------------------ release / renew
-    def _pop_grant(self) -> LockGrant:
-        with self._mutex:
-            if not self._grants or self._pid != os.getpid():
-                raise LockNotOwned(
-                    f"{self._kind.split()[0]} {self._name!r} is not held by this object",
-                    name=self._name,
-                )
-            grant = self._grants.pop()
-            if not self._grants and self._renewer is not None:
-                self._renew_stop.set()
-                self._renewer = None
-            return grant
-
     def release(self) -> None:
         """Release this object's most recent acquisition.
 
@@ -231,7 +219,17 @@ class _LockBase(Primitive):
                 someone else took it since; another holder is never touched).
             BackendUnavailable: the backend cannot be reached.
         """
-        grant = self._pop_grant()
+        with self._mutex:
+            # A forked child holds nothing of its parent's: _after_fork emptied _grants.
+            if not self._grants:
+                raise LockNotOwned(
+                    f"{self._kind.split()[0]} {self._name!r} is not held by this object",
+                    name=self._name,
+                )
+            grant = self._grants.pop()
+            if not self._grants and self._renewer is not None:
+                self._renew_stop.set()
+                self._renewer = None
         if not self._backend.lock_release(self._name, grant.holder):
             raise LockNotOwned(
                 f"{self._kind.split()[0]} {self._name!r} was no longer held by this object "

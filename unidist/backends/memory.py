@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from unidist._names import _VALID as _VALID_NAMES
 from unidist._names import check_name
 from unidist.backends._memory_archive import Archive, Effect
 from unidist.backends._url import OptionParser, ParsedURL, opt_float, opt_str
@@ -136,9 +137,16 @@ class MemoryBackend(Backend):
             raise InvalidURL(f"memory:// URLs take a store name, not a path: {parsed.url!r}")
         if parsed.netloc:
             check_name(parsed.netloc, "memory store name")
-        self._cond = threading.Condition(threading.RLock())
+        # One re-entrant mutex guards the whole store; the condition shares it. Lock calls
+        # take the mutex directly (cheaper than going through the Condition).
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition(self._mutex)
         self._seq = itertools.count(1)
         self._locks: dict[str, _Lock] = {}
+        # The fast path: a lock with one holder, no lease and no waiters lives here as its
+        # grant and owner info (shared, never mutated) instead of in _locks; any other use
+        # of the name moves it to _locks first (_lock_get). A name is never in both.
+        self._solo: dict[str, tuple[LockGrant, Mapping[str, JSON]]] = {}
         self._tokens: dict[str, int] = {}
         self._counters: dict[str, int] = {}
         self._state: dict[str, dict[str, str]] = {}
@@ -382,8 +390,21 @@ class MemoryBackend(Backend):
             self._q_ready(q, m)
 
     # ------------------------------------------------------------------ locks
-    def _lock(self, name: str) -> _Lock:
+    def _lock_get(self, name: str) -> _Lock | None:
+        """The general record of lock ``name`` (moving a fast-path holder into it), or None."""
         lk = self._locks.get(name)
+        if lk is None:
+            solo = self._solo.pop(name, None)
+            if solo is not None:
+                grant, info = solo
+                lk = self._locks[name] = _Lock()
+                lk.slots[grant.holder] = _Slot(
+                    grant.holder, grant.token, grant.acquired_at, None, dict(info)
+                )
+        return lk
+
+    def _lock(self, name: str) -> _Lock:
+        lk = self._lock_get(name)
         if lk is None:
             lk = self._locks[name] = _Lock()
         return lk
@@ -414,8 +435,20 @@ class MemoryBackend(Backend):
         *,
         waiting: bool = False,
     ) -> LockGrant | None:
-        check_name(name, "lock name")
-        with self._cond:
+        if name.__class__ is not str or name not in _VALID_NAMES:
+            check_name(name, "lock name")
+        with self._mutex:
+            if ttl is None and limit == 1 and name not in self._locks and name not in self._solo:
+                # Fast path: free, nobody waiting, no lease to track.
+                token = self._tokens.get(name, 0) + 1
+                self._tokens[name] = token
+                grant = LockGrant(name, holder, token, time.time(), None)
+                self._solo[name] = (grant, info)
+                if self._archive is None:
+                    self._dirty = True
+                else:
+                    self._changed(["t", name, token])
+                return grant
             lk = self._lock(name)
             self._prune(lk)
             lk.limit = limit
@@ -448,15 +481,22 @@ class MemoryBackend(Backend):
 
     def lock_cancel_wait(self, name: str, holder: str) -> None:
         check_name(name, "lock name")
-        with self._cond:
+        with self._mutex:
             lk = self._locks.get(name)
             if lk is not None and lk.waiters.pop(holder, None) is not None:
                 lk.events.pop(holder, None)
                 lk.wake_turns()
 
     def lock_release(self, name: str, holder: str) -> bool:
-        check_name(name, "lock name")
-        with self._cond:
+        if name.__class__ is not str or name not in _VALID_NAMES:
+            check_name(name, "lock name")
+        with self._mutex:
+            solo = self._solo.get(name)
+            if solo is not None:
+                if solo[0].holder != holder:
+                    return False
+                del self._solo[name]
+                return True
             lk = self._locks.get(name)
             if lk is None:
                 return False
@@ -476,8 +516,8 @@ class MemoryBackend(Backend):
 
     def lock_renew(self, name: str, holder: str, ttl: float | None) -> float | bool | None:
         check_name(name, "lock name")
-        with self._cond:
-            lk = self._locks.get(name)
+        with self._mutex:
+            lk = self._lock_get(name)
             if lk is None:
                 return False
             self._prune(lk)
@@ -490,7 +530,19 @@ class MemoryBackend(Backend):
 
     def lock_owners(self, name: str) -> list[dict[str, JSON]]:
         check_name(name, "lock name")
-        with self._cond:
+        with self._mutex:
+            solo = self._solo.get(name)
+            if solo is not None:
+                grant, info = solo
+                rec: dict[str, JSON] = dict(info)
+                rec.update(
+                    name=name,
+                    holder=grant.holder,
+                    token=grant.token,
+                    acquired_at=grant.acquired_at,
+                    expires_at=None,
+                )
+                return [rec]
             lk = self._locks.get(name)
             if lk is None:
                 return []
@@ -500,8 +552,8 @@ class MemoryBackend(Backend):
 
     def lock_break(self, name: str, holder: str | None = None) -> int:
         check_name(name, "lock name")
-        with self._cond:
-            lk = self._locks.get(name)
+        with self._mutex:
+            lk = self._lock_get(name)
             if lk is None:
                 return 0
             self._prune(lk)
@@ -516,16 +568,16 @@ class MemoryBackend(Backend):
             return n
 
     def locks(self) -> dict[str, list[dict[str, JSON]]]:
-        with self._cond:
+        with self._mutex:
             out = {}
-            for name in sorted(self._locks):
+            for name in sorted([*self._locks, *self._solo]):
                 owners = self.lock_owners(name)
                 if owners:
                     out[name] = owners
             return out
 
     def lock_wait(self, name: str, timeout: float, holder: str | None = None) -> None:
-        with self._cond:
+        with self._mutex:
             lk = self._locks.get(name)
             if lk is None or self._closed:
                 return
