@@ -94,6 +94,24 @@ def test_hold_timeout_raises_lock_timeout_naming_the_holder(backend: Backend) ->
     holder.release()
 
 
+def test_owner_names_the_thread_as_it_is_called_at_acquisition(backend: Backend) -> None:
+    """A thread renamed between two acquisitions is reported under its new name."""
+    lock = unidist.SharedLock("renamed", backend=backend)
+    seen: list[object] = []
+
+    def work() -> None:
+        for name in ("first-name", "second-name"):
+            threading.current_thread().name = name
+            with lock:
+                rec = lock.owner()
+                seen.append(rec["thread"] if rec else None)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == ["first-name", "second-name"]
+
+
 def test_owner_reports_host_pid_thread_times_and_token(backend: Backend) -> None:
     """owner() is None when free, else host, pid, thread, acquired_at, expires_at, token."""
     plain = unidist.SharedLock("owned", backend=backend)
