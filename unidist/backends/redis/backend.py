@@ -783,10 +783,11 @@ class RedisBackend(Backend):
             waits["q:" + name] = None if hint < 0 else time.monotonic() + hint / 1_000_000
             return None
         waits.pop("q:" + name, None)
-        _, msg_id, body, attempts, receipt, rank, enqueued = reply
+        _, msg_id, record, attempts, receipt, rank, enqueued = reply
+        # The record's body follows its fifth space (returned whole: no copy in the script).
         return Delivery(
             id=msg_id,
-            body=body if body is not None else "null",
+            body=record.split(" ", 5)[5],
             attempts=int(attempts),
             receipt=receipt or "",
             priority=_priority_of(rank),

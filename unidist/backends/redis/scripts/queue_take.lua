@@ -4,7 +4,8 @@
 -- KEYS: 1 messages, 2 ready, 3 delayed, 4 in flight, 5 dead, 6 put sequence, 7 wake list
 -- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 batch size,
 --       6 consumer ('' for none; kept in the receipt after a '/')
--- Returns {1, id, body, attempts, receipt, rank, enqueued µs}
+-- Returns {1, id, record as stored before this call (the body follows its fifth space), attempts,
+--          receipt, rank, enqueued µs}
 --      or {0, µs until a delayed or in-flight message may become ready, or -1}.
 local mode = ARGV[1]
 local maxa = tonumber(ARGV[3])
@@ -77,7 +78,6 @@ while true do
       redis.call('ZADD', KEYS[5], clock(), id)
     else
       attempts = attempts + 1
-      local body = string.sub(meta, pos)
       local receipt = ''
       if mode == 'g' then
         redis.call('HDEL', KEYS[1], id)
@@ -86,9 +86,9 @@ while true do
         receipt = attempts .. '.' .. ARGV[4]
         if ARGV[6] and ARGV[6] ~= '' then receipt = receipt .. '/' .. ARGV[6] end
         redis.call('ZADD', KEYS[4], clock() + tonumber(ARGV[2]), id)
-        redis.call('HSET', KEYS[1], id, attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt .. ' ' .. body)
+        redis.call('HSET', KEYS[1], id, attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt .. ' ' .. string.sub(meta, pos))
       end
-      return {1, id, body, attempts, receipt, rank, e}
+      return {1, id, meta, attempts, receipt, rank, e}
     end
   end
 end
