@@ -324,7 +324,7 @@ def test_key_layout_and_prefix() -> None:
     assert ks.counter("jobs") == "unidist:{c:jobs}"
     assert ks.state("config") == "unidist:{s:config}"
     assert ks.lock("backup")[0] == "unidist:{l:backup}:h"
-    assert ks.queue("work")[2] == "unidist:{q:work}:r"
+    assert ks.queue("work")[1] == "unidist:{q:work}:r"
     assert ks.group("g")[0] == "unidist:{g:g}:e"
     assert ks.name_of("unidist:{q:work}:m", K.QUEUE, ":m") == "work"
     assert ks.name_of("unidist:{q:work}:m:x", K.QUEUE, ":m") is None
