@@ -282,4 +282,5 @@ def test_q5_kill9_producers_consumers_then_full_drain(
         assert result.duplicated >= min(1, victims["consumer_mid_message"])
     assert final == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
     assert len(acked) >= per  # work happened between the kills
-    assert victims["consumer"] + victims["producer"] == kills
+    # get mode kills only producers, and they may all have finished before the last kill
+    assert 1 <= victims["consumer"] + victims["producer"] <= kills
