@@ -6,9 +6,7 @@ fresh key prefix, so tests never see each other's keys.
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from backends.redis.server import RedisServer  # noqa: E402
+from tests.reliability._redis_proxy import LossyProxy  # noqa: E402
 from unidist.backends.redis import RedisBackend  # noqa: E402
 
 
@@ -53,7 +52,7 @@ def raw(rserver: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-class DropProxy:
+class DropProxy(LossyProxy):
     """A loopback TCP proxy in front of a redis-server that can lose replies.
 
     While :attr:`drop` is positive, the next reply from the server is swallowed and the
@@ -61,59 +60,14 @@ class DropProxy:
     """
 
     def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.drop = 0
-        self.dropped = 0
-        self._lock = threading.Lock()
-        self._closed = False
-        self._socks: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port, p=0.0, seed=0)
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            self._socks += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if replies:
-                    with self._lock:
-                        lose = self.drop > 0
-                        if lose:
-                            self.drop -= 1
-                            self.dropped += 1
-                    if lose:
-                        break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
+    def _lose(self) -> bool:
+        if self.drop > 0:
+            self.drop -= 1
+            return True
+        return False
 
 
 @pytest.fixture

@@ -29,6 +29,10 @@ class LossyProxy:
         self._closed = False
         self._start(self._accept)
 
+    def _lose(self) -> bool:
+        """Whether to swallow the next reply (called under the proxy's lock)."""
+        return self._rng.random() < self.p
+
     def _start(self, fn: object, *args: object) -> None:
         t = threading.Thread(target=fn, args=args, daemon=True)  # type: ignore[arg-type]
         t.start()
@@ -60,7 +64,7 @@ class LossyProxy:
                     break
                 if replies:
                     with self._lock:
-                        lose = self._rng.random() < self.p
+                        lose = self._lose()
                         if lose:
                             self.dropped += 1
                         else:
