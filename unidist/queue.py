@@ -169,8 +169,12 @@ class MessageQueue(Primitive):
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
         if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
-        msg_id = uuid.uuid4().hex if id is None else check_name(id, "message id")
-        self._backend.queue_put(self._name, msg_id, text, delay, priority)
+        if id is None:
+            msg_id = uuid.uuid4().hex
+            self._backend.queue_put(self._name, msg_id, text, delay, priority, new_id=True)
+        else:
+            msg_id = check_name(id, "message id")
+            self._backend.queue_put(self._name, msg_id, text, delay, priority)
         return msg_id
 
     def _wait_for(self, ack_at_once: bool, block: bool, timeout: float | None) -> Delivery:

@@ -325,11 +325,23 @@ class Backend(abc.ABC):
     # Ready messages leave by priority (higher first), then put order.
 
     @abc.abstractmethod
-    def queue_put(self, name: str, msg_id: str, body: str, delay: float, priority: int) -> bool:
+    def queue_put(
+        self,
+        name: str,
+        msg_id: str,
+        body: str,
+        delay: float,
+        priority: int,
+        *,
+        new_id: bool = False,
+    ) -> bool:
         """Enqueue ``body`` (JSON text) as message ``msg_id``, ready after ``delay`` seconds.
 
         Idempotent on ``msg_id``: putting an id the queue already holds (in any state) changes
         nothing and returns False, so a retried put never duplicates. Returns True otherwise.
+        ``new_id=True`` says the caller has just generated ``msg_id`` at random (a UUID4), so
+        it cannot be queued yet: a backend may then skip the duplicate check and the id index
+        (the file backend keeps such messages in a compact on-disk-backed index).
         """
 
     @abc.abstractmethod

@@ -746,7 +746,16 @@ class MemoryBackend(Backend):
                 return m
         return None
 
-    def queue_put(self, name: str, msg_id: str, body: str, delay: float, priority: int) -> bool:
+    def queue_put(
+        self,
+        name: str,
+        msg_id: str,
+        body: str,
+        delay: float,
+        priority: int,
+        *,
+        new_id: bool = False,
+    ) -> bool:
         with self._cond:
             q = self._queue(name)
             if msg_id in q.msgs:

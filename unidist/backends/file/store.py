@@ -458,7 +458,16 @@ class FileStoreMixin:
         return [b for b in self._names("state") if self.state_len(b) > 0]
 
     # ------------------------------------------------------------------ queues
-    def queue_put(self, name: str, msg_id: str, body: str, delay: float, priority: int) -> bool:
+    def queue_put(
+        self,
+        name: str,
+        msg_id: str,
+        body: str,
+        delay: float,
+        priority: int,
+        *,
+        new_id: bool = False,
+    ) -> bool:
         """Enqueue durably (one record); False, writing nothing, if ``msg_id`` is present.
 
         The due time is absolute (``now + delay``) and survives restarts.

@@ -734,7 +734,16 @@ class RedisBackend(Backend):
         return sorted(n for n in names if n is not None)
 
     # ------------------------------------------------------------------ queues
-    def queue_put(self, name: str, msg_id: str, body: str, delay: float, priority: int) -> bool:
+    def queue_put(
+        self,
+        name: str,
+        msg_id: str,
+        body: str,
+        delay: float,
+        priority: int,
+        *,
+        new_id: bool = False,
+    ) -> bool:
         """Store the message (ready, or delayed until server now + ``delay``) in one script.
 
         Idempotent on ``msg_id``; a retry after a lost reply recognises its own first attempt
