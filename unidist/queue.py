@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final
 
@@ -25,7 +26,7 @@ from unidist._names import check_name
 from unidist.backends.base import Backend, Delivery
 from unidist.cluster._current import current as current_member
 from unidist.codec import JSON, decode, encode
-from unidist.errors import Empty
+from unidist.errors import Empty, SerializationError, ValueTooLarge
 
 __all__ = ["Message", "MessageQueue"]
 
@@ -41,6 +42,13 @@ def _check_seconds(value: float, what: str, *, positive: bool = False) -> float:
             f"{what} must be a finite number {'>' if positive else '>='} 0, got {value!r}"
         )
     return float(value)
+
+
+def _check_priority(priority: int) -> None:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+    if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
 
 
 class Message:
@@ -165,10 +173,7 @@ class MessageQueue(Primitive):
         """
         text = encode(body)
         delay = _check_seconds(delay, "delay")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
-        if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
-            raise ValueError(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
+        _check_priority(priority)
         if id is None:
             msg_id = uuid.uuid4().hex
             self._backend.queue_put(self._name, msg_id, text, delay, priority, new_id=True)
@@ -176,6 +181,66 @@ class MessageQueue(Primitive):
             msg_id = check_name(id, "message id")
             self._backend.queue_put(self._name, msg_id, text, delay, priority)
         return msg_id
+
+    def put_many(
+        self,
+        bodies: Iterable[JSON],
+        delay: float = 0,
+        priority: int = 0,
+        *,
+        ids: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Add several messages in one backend step; return their ids, in order.
+
+        The messages leave in the order given (among equal priorities), exactly as if each
+        had been put with :meth:`put`, and all get the same ``delay`` and ``priority``.
+        Every body, ``delay``, ``priority`` and id is checked before anything is stored.
+
+        Args:
+            bodies: an iterable (list, generator...) of JSON values; empty puts nothing.
+            delay: seconds before the messages become ready.
+            priority: as for :meth:`put`.
+            ids: your own message ids, one per body (as ``id=`` of :meth:`put`: an id the
+                queue already holds, or one repeated in ``ids``, stores nothing, so the whole
+                call can be retried safely after :class:`unidist.OutcomeUnknown`).
+
+        Atomicity: on Redis the batch is one script call and on ``file://`` one journal
+        record: every other client sees all of the messages or none of them, and an error
+        stores none. On ``memory://`` the messages are put one after another (consumers may
+        take the first before the last is in).
+
+        Raises:
+            SerializationError: a body is not JSON (the message names its index); nothing
+                is stored.
+            TypeError, ValueError: bad ``delay``, ``priority`` or ``ids``, or ``bodies`` is
+                a str, bytes or mapping (use :meth:`put` for one message); nothing is stored.
+            OutcomeUnknown: (Redis) the reply was lost; with ``ids`` a retry is safe.
+        """
+        if isinstance(bodies, (str, bytes, bytearray, Mapping)):
+            raise TypeError(
+                f"bodies must be an iterable of message bodies, not a {type(bodies).__name__}"
+                " (use put() for a single message)"
+            )
+        texts: list[str] = []
+        for i, body in enumerate(bodies):
+            try:
+                texts.append(encode(body))
+            except (SerializationError, ValueTooLarge) as exc:
+                raise type(exc)(f"bodies[{i}]: {exc}") from exc
+        delay = _check_seconds(delay, "delay")
+        _check_priority(priority)
+        if ids is None:
+            msg_ids = [uuid.uuid4().hex for _ in texts]
+        else:
+            if isinstance(ids, (str, bytes, bytearray)):
+                raise TypeError("ids must be an iterable of message ids, not a single str")
+            msg_ids = [check_name(i, "message id") for i in ids]
+            if len(msg_ids) != len(texts):
+                raise ValueError(f"got {len(msg_ids)} ids for {len(texts)} bodies")
+        if texts:
+            items = [(m, t, delay, priority) for m, t in zip(msg_ids, texts, strict=True)]
+            self._backend.queue_put_many(self._name, items, new_ids=ids is None)
+        return msg_ids
 
     def _wait_for(self, ack_at_once: bool, block: bool, timeout: float | None) -> Delivery:
         timeout = check_timeout(timeout)
@@ -226,6 +291,65 @@ class MessageQueue(Primitive):
             Empty: no message was ready within ``timeout`` (at once with ``block=False``).
         """
         return Message(self, self._wait_for(False, block, timeout))
+
+    def _wait_many(self, ack_at_once: bool, max: int, timeout: float | None) -> list[Delivery]:
+        if isinstance(max, bool) or not isinstance(max, int):
+            raise TypeError(f"max must be an int, not {type(max).__name__}")
+        if max < 1:
+            raise ValueError(f"max must be >= 1, got {max}")
+        timeout = check_timeout(timeout)
+        be = self._backend
+        deadline = Deadline(timeout)
+        member = None if ack_at_once else current_member()
+        while True:
+            if ack_at_once:
+                batch = be.queue_get_many(self._name, self.max_attempts, max)
+            else:
+                consumer = (
+                    None
+                    if member is None
+                    else member.consumer_for(be, self._name, self.max_attempts)
+                )
+                batch = be.queue_receive_many(
+                    self._name, self.visibility_timeout, self.max_attempts, max, consumer
+                )
+            if batch or deadline.expired:
+                return batch
+            be.queue_wait(self._name, deadline.remaining(_WAIT_SLICE))
+
+    def get_many(self, max: int, timeout: float | None = None) -> list[JSON]:
+        """Remove up to ``max`` ready messages and return their bodies (acknowledged at once).
+
+        Waits up to ``timeout`` seconds (None: for ever; 0: not at all) for the first ready
+        message, then takes it and up to ``max - 1`` more that are ready at that moment, in
+        the order :meth:`get` would return them. Each message is removed atomically and
+        reaches exactly one caller of :meth:`get`/:meth:`get_many`.
+
+        Returns:
+            Between 1 and ``max`` bodies; an empty list when ``timeout`` passed with nothing
+            ready (unlike :meth:`get`, never :class:`unidist.Empty`: an empty batch is an
+            ordinary answer).
+
+        Atomicity: on Redis the batch is taken in one script call and on ``file://`` in one
+        journal record; on ``memory://`` the messages are taken one after another.
+
+        Raises:
+            TypeError, ValueError: ``max`` is not an int >= 1, or a bad ``timeout``.
+            OutcomeUnknown: (Redis) the reply was lost; the messages may have been taken.
+        """
+        return [
+            decode(d.body, where=f"queue {self._name!r} message {d.id}")
+            for d in self._wait_many(True, max, timeout)
+        ]
+
+    def receive_many(self, max: int, timeout: float | None = None) -> list[Message]:
+        """Take up to ``max`` ready messages for processing; each stays in flight until acked.
+
+        Waits as :meth:`get_many` does, and returns an empty list when ``timeout`` passed
+        with nothing ready. Each :class:`Message` is acked, nacked and redelivered on its own,
+        exactly as one from :meth:`receive`.
+        """
+        return [Message(self, d) for d in self._wait_many(False, max, timeout)]
 
     def __len__(self) -> int:
         """Number of ready messages (delayed, in-flight and dead ones not counted)."""

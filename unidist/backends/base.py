@@ -24,7 +24,7 @@ Conventions every backend keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
@@ -405,6 +405,74 @@ class Backend(abc.ABC):
     def queue_purge(self, name: str, dead: bool) -> int:
         """Remove ready and delayed messages (and dead ones if ``dead``); in-flight messages
         are untouched. Returns how many were removed."""
+
+    # ------------------------------------------------------------------ queue batches
+    # Not abstract: the defaults loop over the single-message methods, so every backend
+    # serves them; a backend overrides them to make a batch one step (Redis: one script call;
+    # file: one journal record).
+
+    def queue_put_many(
+        self,
+        name: str,
+        items: Sequence[tuple[str, str, float, int]],
+        *,
+        new_ids: bool = False,
+    ) -> list[bool]:
+        """Enqueue every ``(msg_id, body, delay, priority)`` of ``items``, in order.
+
+        Each item behaves as :meth:`queue_put` with the same arguments (idempotent on
+        ``msg_id``; an id repeated inside ``items`` is stored once, by its first occurrence);
+        ``new_ids=True`` says every id was just generated at random.
+
+        Atomicity: this default puts the messages one by one (each put atomic; another client
+        may take the first messages before the last is stored, and an error part-way leaves
+        the earlier ones stored). Redis and file override it: the whole batch is one step
+        that takes effect completely or not at all.
+
+        Returns:
+            One bool per item, as :meth:`queue_put` returns.
+        """
+        return [
+            self.queue_put(name, msg_id, body, delay, priority, new_id=new_ids)
+            for msg_id, body, delay, priority in items
+        ]
+
+    def queue_get_many(self, name: str, max_attempts: int, max_n: int) -> list[Delivery]:
+        """Take up to ``max_n`` ready messages without blocking, each removed at once as by
+        :meth:`queue_get`, in the order :meth:`queue_get` would have returned them; an empty
+        list when none is ready.
+
+        Atomicity: each message is removed atomically and is never delivered twice. This
+        default takes them one by one (other consumers may take messages in between); Redis
+        and file override it with one step for the whole batch.
+        """
+        out: list[Delivery] = []
+        while len(out) < max_n:
+            delivery = self.queue_get(name, max_attempts)
+            if delivery is None:
+                break
+            out.append(delivery)
+        return out
+
+    def queue_receive_many(
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        max_n: int,
+        consumer: str | None = None,
+    ) -> list[Delivery]:
+        """Receive up to ``max_n`` ready messages without blocking, each as by
+        :meth:`queue_receive` (in flight for ``visibility_timeout`` seconds, tagged with
+        ``consumer``); an empty list when none is ready. Atomicity as
+        :meth:`queue_get_many`."""
+        out: list[Delivery] = []
+        while len(out) < max_n:
+            delivery = self.queue_receive(name, visibility_timeout, max_attempts, consumer)
+            if delivery is None:
+                break
+            out.append(delivery)
+        return out
 
     @abc.abstractmethod
     def queue_wait(self, name: str, timeout: float) -> None:

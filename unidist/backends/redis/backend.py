@@ -120,6 +120,7 @@ from unidist.backends._url import (
 )
 from unidist.backends.base import STATE_ABSENT, Backend, Delivery, LockGrant, Scope
 from unidist.backends.redis import keys as _keys
+from unidist.backends.redis._batch import RedisBatchMixin
 from unidist.backends.redis._client import NO_RETRY, Client, Policy, load_scripts
 from unidist.backends.redis._cluster import ClusterClient, host_port
 from unidist.codec import JSON, decode, encode
@@ -176,7 +177,7 @@ def _priority_of(rank: str) -> int:
     return INT64_MAX - int(rank[:16], 16)
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisBatchMixin, Backend):
     """Many hosts sharing one Redis server. See the module docs: URL, options, guarantees."""
 
     schemes: ClassVar[tuple[str, ...]] = (

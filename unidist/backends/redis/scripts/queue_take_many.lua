@@ -1,0 +1,119 @@
+-- Receive (ARGV[1] = 'r') or get (ARGV[1] = 'g') up to ARGV[7] ready messages in one step,
+-- in the order queue_take.lua would return them one by one.
+-- First moves due delayed messages to ready, and expired in-flight messages back to ready
+-- (or to the dead list once delivered max_attempts times).
+-- KEYS: 1 messages, 2 ready, 3 delayed, 4 in flight, 5 dead, 6 put sequence, 7 wake list
+-- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 promote batch,
+--       6 consumer ('' for none; kept in the receipt after a '/'), 7 most messages to take
+-- Returns {1, then per message: id, record as stored before this call (the body follows
+--          its fifth space), attempts, receipt, rank, enqueued µs}
+--      or {0, µs until a delayed or in-flight message may become ready, or -1}.
+local mode = ARGV[1]
+local maxa = tonumber(ARGV[3])
+local batch = tonumber(ARGV[5])
+local want = tonumber(ARGV[7])
+local now
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return now
+end
+local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+) ()'
+-- Many members/fields in one command; unpack in slices (Lua's stack is bounded).
+local function bulk(cmd, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+  clock()
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, batch)
+  if #due > 0 then
+    local ranks = {}
+    for _, id in ipairs(due) do
+      local meta = redis.call('HGET', KEYS[1], id)
+      if meta then
+        local _, _, _, rank = string.match(meta, pat)
+        ranks[#ranks + 1] = 0
+        ranks[#ranks + 1] = rank
+      end
+    end
+    bulk('ZREM', KEYS[3], due)
+    bulk('ZADD', KEYS[2], ranks)
+  end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', KEYS[4], id)
+    local meta = redis.call('HGET', KEYS[1], id)
+    if meta then
+      local a, e, n, rank, _, pos = string.match(meta, pat)
+      redis.call('HSET', KEYS[1], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' - ' .. string.sub(meta, pos))
+      if tonumber(a) >= maxa then
+        redis.call('ZADD', KEYS[5], now, id)
+      else
+        redis.call('ZADD', KEYS[2], 0, rank)
+      end
+    end
+  end
+end
+
+local out = {1}
+local got = 0
+local gone = {}
+local flight = {}
+local records = {}
+while got < want do
+  local popped = redis.call('ZPOPMIN', KEYS[2], want - got)
+  if #popped == 0 then break end
+  for j = 1, #popped, 2 do
+    local rank = popped[j]
+    local id = string.sub(rank, 33)
+    local meta = redis.call('HGET', KEYS[1], id)
+    if meta then
+      local a, e, n, _, _, pos = string.match(meta, pat)
+      local attempts = tonumber(a)
+      if attempts >= maxa then
+        redis.call('ZADD', KEYS[5], clock(), id)
+      else
+        attempts = attempts + 1
+        local receipt = ''
+        if mode == 'g' then
+          gone[#gone + 1] = id
+        else
+          receipt = attempts .. '.' .. ARGV[4]
+          if ARGV[6] ~= '' then receipt = receipt .. '/' .. ARGV[6] end
+          flight[#flight + 1] = clock() + tonumber(ARGV[2])
+          flight[#flight + 1] = id
+          records[#records + 1] = id
+          records[#records + 1] = attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt .. ' ' .. string.sub(meta, pos)
+        end
+        local k = #out
+        out[k + 1], out[k + 2], out[k + 3] = id, meta, attempts
+        out[k + 4], out[k + 5], out[k + 6] = receipt, rank, e
+        got = got + 1
+      end
+    end
+  end
+end
+
+if got == 0 then
+  local nxt = -1
+  local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if d[2] then nxt = tonumber(d[2]) end
+  local f = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if f[2] and (nxt < 0 or tonumber(f[2]) < nxt) then nxt = tonumber(f[2]) end
+  if nxt >= 0 then nxt = math.max(nxt - clock(), 0) end
+  redis.call('DEL', KEYS[7])
+  return {0, string.format('%.0f', nxt)}
+end
+if mode == 'g' then
+  bulk('HDEL', KEYS[1], gone)
+  if redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[6], KEYS[7]) end
+else
+  bulk('ZADD', KEYS[4], flight)
+  bulk('HSET', KEYS[1], records)
+end
+return out
