@@ -41,6 +41,15 @@ class ObjectState:
     """Base of the per-kind state machines."""
 
     kind: ClassVar[str] = ""
+    #: rotate to a new generation once the journal reaches this fraction of the snapshot size.
+    compact_ratio: ClassVar[float] = 1.0
+    #: location (``generation << 40 | offset``) of the record being applied; set by the
+    #: journal layer before each :meth:`apply`.
+    at: int = 0
+
+    def pinned(self) -> set[int]:
+        """Older journal generations this state still reads from (kept on disk)."""
+        return set()
 
     @classmethod
     def load(cls, data: Any) -> ObjectState:

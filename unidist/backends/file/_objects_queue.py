@@ -1,21 +1,44 @@
-"""In-memory state of one message queue, driven by journal records.
+"""In-memory index of one message queue, driven by journal records; bodies stay on disk.
 
 Messages move delayed → ready → in flight → gone (ack) / ready (nack, timeout) / dead. Ready
-messages leave by priority (higher first), then put order (a per-queue put sequence number).
+messages leave by priority (higher first), then put order.
 
-Structures (n = messages): ``msgs`` maps id → :class:`Msg`; three heaps hold
-``(key, seq, version, id)`` entries for ready, delayed (by due time) and in-flight (by
-visibility deadline) messages; ``dead`` keeps dead ids in the order they died. A heap entry is
-valid only while the message's ``ver`` still matches, so state changes are O(log n) pushes and
-stale entries are dropped when they surface. Receive is O(log n) amortised.
+Bodies are not kept in memory: a message is known by the *location* of its put record,
+``loc = generation << 40 | offset`` in ``journal.<generation>`` (see
+:class:`~unidist.backends.file.journal_handle.Handle`), which the store reads back with one
+``pread`` when it delivers the message. Locations grow with put order, so a message's
+location is also its FIFO position (``seq``). A journal generation that still holds the put
+record of a live message is kept on disk as a *segment* (:meth:`QueueState.pinned`); it is
+deleted once every message put in it is gone.
 
-Records carry their timestamps (``t``) and the caller's ``max_attempts``, so time-driven
-transitions (due delayed → ready, expired in-flight → ready or dead) replay identically.
+Two representations keep memory small at any depth:
+
+* **fresh** messages (put with a generated 32-hex-digit id, no delay, never delivered) live
+  in one FIFO per priority: an ``array('q')`` of locations and 16 bytes of id each, nothing
+  else (24 bytes per message);
+* every other message (custom id, delayed, in flight, returned, dead) is a :class:`Msg`
+  object in ``msgs``, indexed by id, with heaps of ``(key, seq, version, id)`` entries for
+  ready, delayed (by due time) and in-flight (by visibility deadline) messages; ``dead``
+  keeps dead ids in the order they died. A heap entry is valid only while the message's
+  ``ver`` still matches, so state changes are O(log n) pushes and stale entries are dropped
+  when they surface.
+
+A receive takes the better of the ready heap's head and the best FIFO head. Records carry
+their timestamps (``t``) and the caller's ``max_attempts``, so time-driven transitions (due
+delayed → ready, expired in-flight → ready or dead) replay identically.
+
+Snapshots hold the index, not the bodies: FIFO locations and ids as base64 of their packed
+arrays (fast to load without a Python object per message), :class:`Msg` rows as lists.
+Messages that came from an older snapshot format carry their body inline (``loc`` -1).
 """
 
 from __future__ import annotations
 
+import base64
+import bisect
 import heapq
+from array import array
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from unidist.backends.base import Delivery
@@ -27,17 +50,32 @@ FLIGHT = "f"
 DEAD = "x"
 _STATES = (READY, DELAYED, FLIGHT, DEAD)
 
+#: bits of a location that hold the record's offset in its journal (1 TiB per generation).
+GEN_SHIFT = 40
+OFFSET_MASK = (1 << GEN_SHIFT) - 1
+_HEX = frozenset("0123456789abcdef")
+
 _Entry = tuple[float, int, int, str]
+#: reads the put record at a location: returns its JSON object (``id``, ``b``, ``p``, ``t``).
+Reader = Callable[[int], dict[str, Any]]
+
+
+def is_fresh_id(mid: str) -> bool:
+    """Whether ``mid`` has the form of a generated id (32 lowercase hex digits)."""
+    return len(mid) == 32 and _HEX.issuperset(mid)
 
 
 class Msg:
-    """One message and its delivery state."""
+    """One message and its delivery state (``body`` None: read it at ``loc``)."""
 
-    __slots__ = ("att", "body", "due", "enq", "id", "prio", "rcpt", "seq", "st", "ver")
+    __slots__ = ("att", "body", "due", "enq", "id", "loc", "prio", "rcpt", "seq", "st", "ver")
 
-    def __init__(self, mid: str, body: str, prio: int, enq: float, seq: int) -> None:
+    def __init__(
+        self, mid: str, body: str | None, loc: int, prio: int, enq: float, seq: int
+    ) -> None:
         self.id = mid
         self.body = body
+        self.loc = loc
         self.prio = prio
         self.enq = enq
         self.seq = seq
@@ -47,23 +85,80 @@ class Msg:
         self.rcpt = ""
         self.ver = 0
 
-    def delivery(self, receipt: str) -> Delivery:
-        return Delivery(self.id, self.body, self.att, receipt, self.prio, self.enq)
+    def delivery(self, receipt: str, read: Reader) -> Delivery:
+        """The :class:`Delivery` of this message (reads its body from disk if needed)."""
+        body, enq = self.body, self.enq
+        if body is None:
+            rec = read(self.loc)
+            body, enq = _str(rec["b"]), _num(rec["t"])
+        return Delivery(self.id, body, self.att, receipt, self.prio, enq)
+
+
+class _Fifo:
+    """Fresh ready messages of one priority, in put order (entries before ``head`` are gone)."""
+
+    __slots__ = ("head", "ids", "locs")
+
+    def __init__(self) -> None:
+        self.locs = array("q")
+        self.ids = bytearray()
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.locs) - self.head
+
+    def pop(self) -> tuple[int, str]:
+        i = self.head
+        loc = self.locs[i]
+        mid = self.ids[16 * i : 16 * i + 16].hex()
+        self.head = i + 1
+        if self.head == len(self.locs):
+            self.locs = array("q")
+            self.ids = bytearray()
+            self.head = 0
+        elif self.head >= 4096 and 2 * self.head >= len(self.locs):
+            del self.locs[: self.head]
+            del self.ids[: 16 * self.head]
+            self.head = 0
+        return loc, mid
+
+    def find(self, raw: bytes) -> int:
+        """Index of id ``raw`` (16 bytes) among the live entries, or -1."""
+        ids = self.ids
+        pos = ids.find(raw, 16 * self.head)
+        while pos >= 0 and pos % 16:
+            pos = ids.find(raw, pos + 1)
+        return -1 if pos < 0 else pos // 16
+
+    def remove(self, i: int) -> int:
+        """Take entry ``i`` out of the middle; return its location."""
+        loc = self.locs[i]
+        del self.locs[i]
+        del self.ids[16 * i : 16 * i + 16]
+        return loc
 
 
 class QueueState(ObjectState):
     """A message queue (see the module docs for the structures)."""
 
     kind: ClassVar[str] = "queue"
+    #: rotate once the journal holds this fraction of the snapshot's size (snapshots are small).
+    compact_ratio: ClassVar[float] = 0.5
 
     def __init__(self) -> None:
         self.msgs: dict[str, Msg] = {}
-        self.next_seq = 1
+        self.fifos: dict[int, _Fifo] = {}
+        self.fresh = 0
         self.ready: list[_Entry] = []
         self.delayed: list[_Entry] = []
         self.flight: list[_Entry] = []
         self.dead: dict[str, None] = {}
         self.count = dict.fromkeys(_STATES, 0)
+        #: generation → live messages whose put record (body) is in it.
+        self.live: dict[int, int] = {}
+        #: location of the record being applied (set by the journal layer before apply).
+        self.at = 0
+        self._top: int | None = None
 
     # ------------------------------------------------------------------ snapshot
     @classmethod
@@ -71,41 +166,88 @@ class QueueState(ObjectState):
         self = cls()
         if data is None:
             return self
-        self.next_seq = _int(data["seq"])
-        for mid, body, prio, enq, seq, att, st, due, rcpt in data["msgs"]:
-            m = Msg(_str(mid), _str(body), _int(prio), _num(enq), _int(seq))
-            m.att = _int(att)
-            if st not in _STATES:
-                raise ValueError(f"unknown message state {st!r}")
-            m.st, m.due, m.rcpt = st, _num(due), _str(rcpt)
-            if m.id in self.msgs:
-                raise ValueError(f"message {m.id!r} appears twice")
-            self.msgs[m.id] = m
-            self.count[st] += 1
-            if st == DEAD:
-                self.dead[m.id] = None
+        if "msgs" in data and "fifo" not in data:
+            # The first snapshot format: bodies inline, seq a put counter.
+            for mid, body, prio, enq, seq, att, st, due, rcpt in data["msgs"]:
+                self._load_row(mid, body, -1, prio, enq, seq, att, st, due, rcpt)
+        else:
+            for mid, body, loc, prio, enq, seq, att, st, due, rcpt in data["rows"]:
+                self._load_row(mid, body, loc, prio, enq, seq, att, st, due, rcpt)
+            for prio, (locs_b64, ids_b64) in data["fifo"].items():
+                f = _Fifo()
+                f.locs.frombytes(base64.b64decode(locs_b64, validate=True))
+                f.ids = bytearray(base64.b64decode(ids_b64, validate=True))
+                if len(f.ids) != 16 * len(f.locs):
+                    raise ValueError("fifo ids and locations differ in length")
+                if f.locs:
+                    self.fifos[int(prio)] = f
+                    self.fresh += len(f.locs)
+                    self.count[READY] += len(f.locs)
+                    self._count_gens(f.locs)
         self._rebuild()
         return self
 
+    def _load_row(self, mid: Any, body: Any, loc: Any, *rest: Any) -> None:
+        prio, enq, seq, att, st, due, rcpt = rest
+        m = Msg(_str(mid), None if body is None else _str(body), _int(loc), _int(prio),
+                _num(enq), _int(seq))  # fmt: skip
+        if m.body is None and m.loc < 0:
+            raise ValueError(f"message {m.id!r} has neither a body nor a location")
+        m.att = _int(att)
+        if st not in _STATES:
+            raise ValueError(f"unknown message state {st!r}")
+        m.st, m.due, m.rcpt = st, _num(due), _str(rcpt)
+        if m.id in self.msgs:
+            raise ValueError(f"message {m.id!r} appears twice")
+        self.msgs[m.id] = m
+        self.count[st] += 1
+        if st == DEAD:
+            self.dead[m.id] = None
+        if m.body is None:
+            g = m.loc >> GEN_SHIFT
+            self.live[g] = self.live.get(g, 0) + 1
+
+    def _count_gens(self, locs: array[int], start: int = 0, sign: int = 1) -> None:
+        # Locations are sorted: count each generation's run by bisection, not per message.
+        i, n = start, len(locs)
+        while i < n:
+            g = locs[i] >> GEN_SHIFT
+            j = bisect.bisect_left(locs, (g + 1) << GEN_SHIFT, i, n)
+            left = self.live.get(g, 0) + sign * (j - i)
+            if left:
+                self.live[g] = left
+            else:
+                self.live.pop(g, None)
+            i = j
+
     def dump(self) -> Any:
-        rows = [
-            [m.id, m.body, m.prio, m.enq, m.seq, m.att, m.st, m.due, m.rcpt]
-            for m in self.msgs.values()
-            if m.st != DEAD
-        ]
+        rows = [self._row(m) for m in self.msgs.values() if m.st != DEAD]
         rows += [self._row(self.msgs[mid]) for mid in self.dead]
-        return {"seq": self.next_seq, "msgs": rows}
+        fifo = {}
+        for prio, f in self.fifos.items():
+            if len(f):
+                fifo[str(prio)] = [
+                    base64.b64encode(f.locs[f.head :].tobytes()).decode("ascii"),
+                    base64.b64encode(f.ids[16 * f.head :]).decode("ascii"),
+                ]
+        return {"rows": rows, "fifo": fifo}
 
     @staticmethod
     def _row(m: Msg) -> list[Any]:
-        return [m.id, m.body, m.prio, m.enq, m.seq, m.att, m.st, m.due, m.rcpt]
+        return [m.id, m.body, m.loc, m.prio, m.enq, m.seq, m.att, m.st, m.due, m.rcpt]
 
     def _rebuild(self) -> None:
-        self.ready = [(-m.prio, m.seq, m.ver, m.id) for m in self.msgs.values() if m.st == READY]
-        self.delayed = [(m.due, m.seq, m.ver, m.id) for m in self.msgs.values() if m.st == DELAYED]
-        self.flight = [(m.due, m.seq, m.ver, m.id) for m in self.msgs.values() if m.st == FLIGHT]
+        msgs = self.msgs.values()
+        self.ready = [(-m.prio, m.seq, m.ver, m.id) for m in msgs if m.st == READY]
+        self.delayed = [(m.due, m.seq, m.ver, m.id) for m in msgs if m.st == DELAYED]
+        self.flight = [(m.due, m.seq, m.ver, m.id) for m in msgs if m.st == FLIGHT]
         for heap in (self.ready, self.delayed, self.flight):
             heapq.heapify(heap)
+        self._top = None
+
+    def pinned(self) -> set[int]:
+        """Journal generations that hold the body of a live message (keep them on disk)."""
+        return {g for g, n in self.live.items() if n > 0}
 
     # ------------------------------------------------------------------ transitions
     def _move(self, m: Msg, st: str, due: float = 0.0) -> None:
@@ -128,12 +270,23 @@ class QueueState(ObjectState):
             self.dead[m.id] = None
         self.count[st] += 1
 
+    def _unpin(self, loc: int) -> None:
+        if loc >= 0:
+            g = loc >> GEN_SHIFT
+            n = self.live[g] - 1
+            if n:
+                self.live[g] = n
+            else:
+                del self.live[g]
+
     def _remove(self, m: Msg) -> None:
         self.count[m.st] -= 1
         if m.st == DEAD:
             del self.dead[m.id]
         m.ver += 1
         del self.msgs[m.id]
+        if m.body is None:
+            self._unpin(m.loc)
 
     def _valid(self, entry: _Entry, st: str) -> Msg | None:
         m = self.msgs.get(entry[3])
@@ -160,6 +313,15 @@ class QueueState(ObjectState):
                 m.rcpt = ""
                 self._move(m, DEAD if m.att >= max_attempts else READY)
 
+    def _best_fifo(self) -> int | None:
+        """Priority of the best non-empty FIFO (cached until a FIFO is added or empties)."""
+        top = self._top
+        if top is not None and top in self.fifos:
+            return top
+        top = max(self.fifos) if self.fifos else None
+        self._top = top
+        return top
+
     # ------------------------------------------------------------------ queries
     def has_work(self, now: float) -> bool:
         """Would a receive at ``now`` change anything (deliver, promote or kill a message)?"""
@@ -175,6 +337,15 @@ class QueueState(ObjectState):
         self._drop_stale_flight()
         times = [h[0][0] for h in (self.delayed, self.flight) if h]
         return min(times) if times else None
+
+    def holds(self, mid: str) -> bool:
+        """Whether the queue holds a message with id ``mid`` (in any state)."""
+        if mid in self.msgs:
+            return True
+        if self.fresh and is_fresh_id(mid):
+            raw = bytes.fromhex(mid)
+            return any(f.find(raw) >= 0 for f in self.fifos.values())
+        return False
 
     def current(self, mid: str, receipt: str) -> bool:
         """Is ``receipt`` the current delivery of in-flight message ``mid``?"""
@@ -204,11 +375,11 @@ class QueueState(ObjectState):
             "dead": self.count[DEAD],
         }
 
-    def dead_list(self) -> list[Delivery]:
-        return [self.msgs[mid].delivery("") for mid in self.dead]
+    def dead_list(self, read: Reader) -> list[Delivery]:
+        return [self.msgs[mid].delivery("", read) for mid in self.dead]
 
     def __len__(self) -> int:
-        return len(self.msgs)
+        return len(self.msgs) + self.fresh
 
     # ------------------------------------------------------------------ records
     def apply(self, op: dict[str, Any]) -> Any:
@@ -233,38 +404,82 @@ class QueueState(ObjectState):
 
     def _put(self, op: dict[str, Any]) -> bool:
         mid = _str(op["id"])
+        prio = _int(op["p"])
+        now, due = _num(op["t"]), _num(op["due"])
+        _str(op["b"])
+        loc = self.at
+        g = loc >> GEN_SHIFT
+        if op.get("n") and due <= now and is_fresh_id(mid):
+            f = self.fifos.get(prio)
+            if f is None:
+                f = self.fifos[prio] = _Fifo()
+                self._top = None
+            f.locs.append(loc)
+            f.ids += bytes.fromhex(mid)
+            self.fresh += 1
+            self.count[READY] += 1
+            self.live[g] = self.live.get(g, 0) + 1
+            return True
         if mid in self.msgs:
             return False
-        now, due = _num(op["t"]), _num(op["due"])
-        m = Msg(mid, _str(op["b"]), _int(op["p"]), now, self.next_seq)
-        self.next_seq += 1
+        m = Msg(mid, None, loc, prio, now, loc)
         self.msgs[mid] = m
+        self.live[g] = self.live.get(g, 0) + 1
         if due > now:
             self._place(m, DELAYED, due)
         else:
             self._place(m, READY)
         return True
 
-    def _receive(self, op: dict[str, Any]) -> Delivery | None:
+    def _pop_fresh(self, prio: int) -> Msg:
+        f = self.fifos[prio]
+        loc, mid = f.pop()
+        if not len(f):
+            del self.fifos[prio]
+            self._top = None
+        self.fresh -= 1
+        self.count[READY] -= 1
+        m = Msg(mid, None, loc, prio, -1.0, loc)
+        m.st = READY
+        return m
+
+    def _receive(self, op: dict[str, Any]) -> Msg | None:
+        """Deliver the best ready message; returns it (its ``att`` already counted)."""
         now = _num(op["t"])
         max_attempts = _int(op["ma"])
         receipt = _str(op["r"])
         deadline = op["vt"]
         self._promote(now, max_attempts)
-        while self.ready:
-            m = self._valid(heapq.heappop(self.ready), READY)
-            if m is None:
-                continue
+        ready = self.ready
+        while ready or self.fresh:
+            while ready and self._valid(ready[0], READY) is None:
+                heapq.heappop(ready)
+            prio = self._best_fifo()
+            if prio is not None and (
+                not ready or (-prio, self.fifos[prio].locs[self.fifos[prio].head]) < ready[0][:2]
+            ):
+                m = self._pop_fresh(prio)
+                m.att = 1
+                if deadline is None:
+                    self._unpin(m.loc)
+                    return m
+                m.rcpt = receipt
+                self.msgs[m.id] = m
+                self._place(m, FLIGHT, _num(deadline))
+                return m
+            if not ready:
+                break
+            m = self.msgs[heapq.heappop(ready)[3]]
             if m.att >= max_attempts:
                 self._move(m, DEAD)
                 continue
             m.att += 1
             if deadline is None:
                 self._remove(m)
-                return m.delivery(receipt)
+                return m
             m.rcpt = receipt
             self._move(m, FLIGHT, _num(deadline))
-            return m.delivery(receipt)
+            return m
         return None
 
     def _nack(self, op: dict[str, Any]) -> bool:
@@ -285,8 +500,14 @@ class QueueState(ObjectState):
         ]
         for m in gone:
             self._remove(m)
+        n = len(gone) + self.fresh
+        for f in self.fifos.values():
+            self._count_gens(f.locs, f.head, -1)
+        self.count[READY] -= self.fresh
+        self.fifos.clear()
+        self.fresh = 0
         self._rebuild()
-        return len(gone)
+        return n
 
     def _release(self, consumer: str, max_attempts: int) -> int:
         held = self.held_by(consumer)

@@ -54,8 +54,13 @@ from unidist.backends.file._groupcommit import (
     SyncFailed,
 )
 from unidist.backends.file._objects import ObjectState
+from unidist.backends.file._objects_queue import GEN_SHIFT
 from unidist.backends.file.journal import (
     FORMAT_VERSION,
+    HEADER_SIZE,
+    MAX_RECORD,
+    _valid_at,
+    decode_payload,
     dumps,
     frame,
     read_single,
@@ -138,6 +143,11 @@ class Handle:
         self.sealed = False
         self.ino = 0
         self.pending: Pending | None = None
+        #: older journal generations on disk (kept while the state reads bodies from them).
+        self.old_gens: set[int] = set()
+        #: read-only descriptors of kept older generations, by generation.
+        self.segs: dict[int, int] = {}
+        self.drop_later = False
         self.gc: GroupCommit | None = None
         if cfg.fsync_mode == "always":
             self.gc = GroupCommit(dir_fd, _sync_fd, self._refresh)
@@ -173,6 +183,7 @@ class Handle:
         self.state = None
         if self.gc is not None:
             self.gc.close()
+        self._close_segments()
         for fd in (self.fd, self.lock_fd, self.dir_fd):
             _io.close_quietly(fd)
         self.fd = self.lock_fd = self.dir_fd = -1
@@ -183,6 +194,7 @@ class Handle:
         self.state = None
         if self.gc is not None:
             self.gc.abandon()
+        self._close_segments()
         for fd in (self.fd, self.lock_fd, self.dir_fd):
             _io.close_quietly(fd)
 
@@ -303,12 +315,72 @@ class Handle:
         _io.close_quietly(self.fd)
         self.fd = -1
         self.state = None
+        self._close_segments()
+
+    # ------------------------------------------------------------------ kept segments
+    def _compact_bytes(self, snap_size: int) -> int:
+        return int(snap_size * self.cls.compact_ratio)
+
+    def _close_segments(self) -> None:
+        for fd in self.segs.values():
+            _io.close_quietly(fd)
+        self.segs.clear()
+
+    def _drop_segments(self, old: set[int], pinned: set[int]) -> None:
+        """Delete older journals (except generation G-1) that no live message reads from."""
+        for g in sorted(old):
+            if g >= self.gen - 1 or g in pinned:
+                continue
+            fd = self.segs.pop(g, None)
+            if fd is not None:
+                _io.close_quietly(fd)
+            with contextlib.suppress(FileNotFoundError):
+                _io.unlink(f"journal.{g}", dir_fd=self.dir_fd)
+            self.old_gens.discard(g)
+
+    def read_at(self, loc: int) -> dict[str, Any]:
+        """The record at location ``loc`` (``generation << 40 | offset``), checksum verified.
+
+        Call while holding :meth:`acquire` (the state's locations are current then).
+
+        Raises:
+            CorruptData: the record is missing, damaged or not a JSON object.
+        """
+        gen, off = loc >> GEN_SHIFT, loc & ((1 << GEN_SHIFT) - 1)
+        path = self._jpath(gen)
+        try:
+            fd = self.fd if gen == self.gen else self._segment(gen)
+            head = _pread_all(fd, off, HEADER_SIZE)
+            length = int.from_bytes(head[2:6], "big") if len(head) == HEADER_SIZE else 0
+            data = head + _pread_all(fd, off + HEADER_SIZE, min(length, MAX_RECORD))
+        except FileNotFoundError:
+            raise CorruptData(
+                f"{path} is missing, but a queued message's body is in it (offset {off})",
+                path=path,
+                offset=off,
+            ) from None
+        if _valid_at(memoryview(data), 0, MAX_RECORD) is None:
+            raise CorruptData(
+                f"{path}: the message record at offset {off} is damaged", path=path, offset=off
+            )
+        return decode_payload(data[HEADER_SIZE:], path, off)
+
+    def _segment(self, gen: int) -> int:
+        fd = self.segs.get(gen)
+        if fd is None:
+            if len(self.segs) >= 16:
+                _io.close_quietly(self.segs.pop(next(iter(self.segs))))
+            fd = self.segs[gen] = _io.open_file(f"journal.{gen}", self.dir_fd, os.O_RDONLY)
+        return fd
 
     # ------------------------------------------------------------------ reading
     def _sync(self) -> None:
         if self.state is None:
             self._load()
             return
+        if self.drop_later:
+            self.drop_later = False
+            self._drop_segments(set(self.old_gens), self.state.pinned())
         st = os.fstat(self.fd)
         if st.st_nlink == 0 or st.st_size < self.offset:
             # Our generation was deleted (we are 2+ rotations behind) or shrank under us.
@@ -341,9 +413,12 @@ class Handle:
         if sc.torn:
             self._cut(self.fd, sc.end, sc.torn, path, hole=sc.hole)
 
-    def _apply(self, op: dict[str, Any], path: str, offset: int, state: Any = None) -> Any:
+    def _apply(
+        self, op: dict[str, Any], path: str, offset: int, state: Any = None, gen: int = 0
+    ) -> Any:
         target = self.state if state is None else state
         assert target is not None
+        target.at = ((gen or self.gen) << GEN_SHIFT) | offset
         try:
             return target.apply(op)
         except _APPLY_ERRORS as exc:
@@ -370,6 +445,12 @@ class Handle:
             try:
                 fd = _io.open_file(f"journal.{self.gen + 1}", self.dir_fd, os.O_RDWR | os.O_APPEND)
             except FileNotFoundError:
+                if _gens(set(os.listdir(self.dir_fd)), "journal.") - set(range(self.gen + 2)):
+                    # Later generations exist: we are several rotations behind and an
+                    # intermediate journal is gone (our own one is a kept segment). Reload.
+                    self._forget()
+                    self._load()
+                    return
                 # The rotating process died after sealing: finish its rotation.
                 self._rotate()
                 return
@@ -379,6 +460,7 @@ class Handle:
                 _io.close_quietly(fd)
                 raise
             _io.close_quietly(self.fd)
+            self.old_gens.add(self.gen)
             self.fd, self.gen, self.offset, self.seq, self.nrec = (
                 fd,
                 self.gen + 1,
@@ -389,7 +471,7 @@ class Handle:
             self.ino = os.fstat(fd).st_ino
             self.sealed = sealed
             self.compact_at = self.cfg.compact_records
-            self.snap_bytes = self._snap_size(self.gen)
+            self.snap_bytes = self._compact_bytes(self._snap_size(self.gen))
 
     def _snap_size(self, gen: int) -> int:
         try:
@@ -445,7 +527,7 @@ class Handle:
             if "seal" in op:
                 sealed = True
             else:
-                self._apply(op, path, off, state)
+                self._apply(op, path, off, state, gen)
         if sc.torn:
             if strict:
                 raise CorruptData(f"{path}: torn tail at offset {sc.end}", path=path, offset=sc.end)
@@ -496,10 +578,12 @@ class Handle:
             jgens = [1]
         gen = jgens[-1]
         stale = [f"snap.{g}" for g in sgens if g > gen or g < gen - 1]
-        stale += [f"journal.{g}" for g in jgens if g < gen - 1]
-        for old in stale:
+        old = {g for g in jgens if g < gen}
+        self.old_gens = set(old)
+        self._close_segments()
+        for old_name in stale:
             with contextlib.suppress(OSError):
-                _io.unlink(old, dir_fd=dfd)
+                _io.unlink(old_name, dir_fd=dfd)
         state = self._base(gen, names)
         fd = _io.open_file(f"journal.{gen}", dfd, os.O_RDWR | os.O_APPEND)
         try:
@@ -512,7 +596,8 @@ class Handle:
         self.sealed = sealed
         self.state = state
         self.compact_at = self.cfg.compact_records
-        self.snap_bytes = self._snap_size(gen)
+        self.snap_bytes = self._compact_bytes(self._snap_size(gen))
+        self._drop_segments(old, state.pinned())
         self._advance()
 
     def _base(self, gen: int, names: set[str]) -> ObjectState:
@@ -675,11 +760,13 @@ class Handle:
         self.ino = os.fstat(fd).st_ino
         self.sealed = False
         self.dirty = False
-        self.snap_bytes = len(snap)
+        self.snap_bytes = self._compact_bytes(len(snap))
         self.compact_at = self.cfg.compact_records
-        for old in (f"journal.{new - 2}", f"snap.{new - 2}"):
-            with contextlib.suppress(OSError):
-                _io.unlink(old, dir_fd=dfd)
+        with contextlib.suppress(OSError):
+            _io.unlink(f"snap.{new - 2}", dir_fd=dfd)
+        self.old_gens.add(new - 1)
+        # Deleted at the next acquire: the caller may still read a body it just took.
+        self.drop_later = True
 
 
 def _after_seal(path: str, offset: int) -> CorruptData:

@@ -52,7 +52,7 @@ from unidist.backends.file._objects import (
     GroupState,
     ObjectState,
 )
-from unidist.backends.file._objects_queue import QueueState
+from unidist.backends.file._objects_queue import Msg, QueueState
 from unidist.backends.file.journal import MAX_RECORD, RecordTooLarge
 from unidist.backends.file.journal_handle import Handle, Reopen, StoreConfig
 from unidist.backends.file.repair import RepairReport, repair_object
@@ -478,11 +478,13 @@ class FileStoreMixin:
         _fits(msg_id, body)
 
         def fn(h: Handle, st: QueueState) -> bool:
-            if msg_id in st.msgs:
+            if not new_id and st.holds(msg_id):
                 return False
             now = time.time()
-            op = {"o": "p", "id": msg_id, "b": body, "p": int(priority), "t": now}
+            op: dict[str, Any] = {"o": "p", "id": msg_id, "b": body, "p": int(priority), "t": now}
             op["due"] = now + max(0.0, float(delay))
+            if new_id:
+                op["n"] = 1
             return cast(bool, h.commit(op))
 
         return self._run("queue", name, fn, create=True, default=False)
@@ -499,7 +501,8 @@ class FileStoreMixin:
             op["r"] = secrets.token_hex(8)
             if consumer is not None:
                 op["r"] += "/" + consumer
-            return cast("Delivery | None", h.commit(op))
+            m: Msg | None = h.commit(op)
+            return None if m is None else m.delivery(op["r"], h.read_at)
 
         return self._run("queue", name, fn, create=False, default=None)
 
@@ -578,7 +581,7 @@ class FileStoreMixin:
         return self._run(
             "queue",
             name,
-            lambda h, st: cast(QueueState, st).dead_list(),
+            lambda h, st: cast(QueueState, st).dead_list(h.read_at),
             create=False,
             default=[],
         )
