@@ -76,7 +76,8 @@ class Model:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_delivery_order_matches_the_model(tmp_path: Path, seed: int) -> None:
-    """Random puts (generated and custom ids, 3 priorities), receives, gets, acks and nacks,
+    """Random puts (generated and custom ids, 3 priorities, single and batched), receives and
+    gets (single and batched), acks and nacks,
     with rotations every few records and a second handle taking turns: the file backend
     delivers exactly what the model says, with the same bodies and attempt counts."""
     rng = random.Random(seed)
@@ -88,7 +89,24 @@ def test_delivery_order_matches_the_model(tmp_path: Path, seed: int) -> None:
         for step in range(1500):
             f = files[step % 2]
             r = rng.random()
-            if r < 0.45:
+            if r < 0.07:
+                new = rng.random() < 0.7
+                items = []
+                for _ in range(rng.randint(1, 9)):
+                    mid = uuid.UUID(int=rng.getrandbits(128)).hex if new else f"c{ref.n}"
+                    items.append((mid, f'"b{ref.n}"', 0.0, rng.choice([0, 1])))
+                    ref.put(mid, items[-1][1], items[-1][3])
+                assert f.queue_put_many("q", items, new_ids=new) == [True] * len(items)
+            elif r < 0.12:
+                get, k = rng.random() < 0.5, rng.randint(1, 6)
+                if get:
+                    batch = f.queue_get_many("q", 3, k)
+                else:
+                    batch = f.queue_receive_many("q", 600, 3, k)
+                    inflight += [(a.id, a.receipt) for a in batch]
+                want = [ref.take(remove=get) for _ in range(k)]
+                assert [(a.id, a.body, a.attempts) for a in batch] == [w for w in want if w]
+            elif r < 0.45:
                 new = rng.random() < 0.7
                 mid = uuid.UUID(int=rng.getrandbits(128)).hex if new else f"c{ref.n}"
                 body, prio = f'"b{ref.n}"', rng.choice([0, 0, 1, -1])

@@ -27,6 +27,12 @@ A receive takes the better of the ready heap's head and the best FIFO head. Reco
 their timestamps (``t``) and the caller's ``max_attempts``, so time-driven transitions (due
 delayed → ready, expired in-flight → ready or dead) replay identically.
 
+A ``put_many`` is one record ``{"o": "P", "m": [[id, body, priority, due], ...]}``; its
+i-th message gets location ``record + i`` (records are longer than their item count, so
+locations stay unique and in put order), and ``batches`` remembers where such records start
+so that :meth:`QueueState.body` finds the record of a location. A ``get_many`` /
+``receive_many`` is one ``r`` record with ``k`` (the most messages to take).
+
 Snapshots hold the index, not the bodies: FIFO locations and ids as base64 of their packed
 arrays (fast to load without a Python object per message), :class:`Msg` rows as lists.
 Messages that came from an older snapshot format carry their body inline (``loc`` -1).
@@ -56,8 +62,10 @@ OFFSET_MASK = (1 << GEN_SHIFT) - 1
 _HEX = frozenset("0123456789abcdef")
 
 _Entry = tuple[float, int, int, str]
-#: reads the put record at a location: returns its JSON object (``id``, ``b``, ``p``, ``t``).
-Reader = Callable[[int], dict[str, Any]]
+#: reads the record at a location (``generation << 40 | offset``): its JSON object.
+RecordReader = Callable[[int], dict[str, Any]]
+#: a message's (body, enqueued_at) by its location.
+Reader = Callable[[int], tuple[str, float]]
 
 
 def is_fresh_id(mid: str) -> bool:
@@ -89,8 +97,7 @@ class Msg:
         """The :class:`Delivery` of this message (reads its body from disk if needed)."""
         body, enq = self.body, self.enq
         if body is None:
-            rec = read(self.loc)
-            body, enq = _str(rec["b"]), _num(rec["t"])
+            body, enq = read(self.loc)
         return Delivery(self.id, body, self.att, receipt, self.prio, enq)
 
 
@@ -156,6 +163,9 @@ class QueueState(ObjectState):
         self.count = dict.fromkeys(_STATES, 0)
         #: generation → live messages whose put record (body) is in it.
         self.live: dict[int, int] = {}
+        #: start locations of put_many records and their item counts (sorted by location).
+        self.bstarts = array("q")
+        self.bcounts = array("q")
         #: location of the record being applied (set by the journal layer before apply).
         self.at = 0
         self._top: int | None = None
@@ -184,6 +194,12 @@ class QueueState(ObjectState):
                     self.fresh += len(f.locs)
                     self.count[READY] += len(f.locs)
                     self._count_gens(f.locs)
+        batches = data.get("batches")
+        if batches:
+            self.bstarts.frombytes(base64.b64decode(batches[0], validate=True))
+            self.bcounts.frombytes(base64.b64decode(batches[1], validate=True))
+            if len(self.bstarts) != len(self.bcounts):
+                raise ValueError("batch starts and counts differ in length")
         self._rebuild()
         return self
 
@@ -230,7 +246,27 @@ class QueueState(ObjectState):
                     base64.b64encode(f.locs[f.head :].tobytes()).decode("ascii"),
                     base64.b64encode(f.ids[16 * f.head :]).decode("ascii"),
                 ]
-        return {"rows": rows, "fifo": fifo}
+        out: dict[str, Any] = {"rows": rows, "fifo": fifo}
+        pinned = self.pinned()
+        keep = [i for i, b in enumerate(self.bstarts) if b >> GEN_SHIFT in pinned]
+        if keep:
+            starts = array("q", (self.bstarts[i] for i in keep))
+            counts = array("q", (self.bcounts[i] for i in keep))
+            out["batches"] = [
+                base64.b64encode(starts.tobytes()).decode("ascii"),
+                base64.b64encode(counts.tobytes()).decode("ascii"),
+            ]
+        return out
+
+    def body(self, loc: int, read: RecordReader) -> tuple[str, float]:
+        """(body, enqueued_at) of the message at ``loc``, read from its put record."""
+        i = bisect.bisect_right(self.bstarts, loc) - 1
+        if i >= 0 and loc - self.bstarts[i] < self.bcounts[i]:
+            rec = read(self.bstarts[i])
+            item = rec["m"][loc - self.bstarts[i]]
+            return _str(item[1]), _num(rec["t"])
+        rec = read(loc)
+        return _str(rec["b"]), _num(rec["t"])
 
     @staticmethod
     def _row(m: Msg) -> list[Any]:
@@ -386,6 +422,8 @@ class QueueState(ObjectState):
         kind = op["o"]
         if kind == "p":
             return self._put(op)
+        if kind == "P":
+            return self._put_many(op)
         if kind == "r":
             return self._receive(op)
         if kind == "a":
@@ -403,13 +441,29 @@ class QueueState(ObjectState):
         raise ValueError(f"unknown queue operation {kind!r}")
 
     def _put(self, op: dict[str, Any]) -> bool:
-        mid = _str(op["id"])
-        prio = _int(op["p"])
-        now, due = _num(op["t"]), _num(op["due"])
         _str(op["b"])
-        loc = self.at
+        return self._add(
+            _str(op["id"]), _int(op["p"]), _num(op["t"]), _num(op["due"]), self.at, op.get("n")
+        )
+
+    def _put_many(self, op: dict[str, Any]) -> list[bool]:
+        now, new = _num(op["t"]), op.get("n")
+        items = op["m"]
+        if not isinstance(items, list) or not items:
+            raise ValueError("put_many record without messages")
+        if self.bstarts and self.bstarts[-1] >= self.at:
+            raise ValueError("put_many records out of order")
+        self.bstarts.append(self.at)
+        self.bcounts.append(len(items))
+        out = []
+        for i, (mid, body, prio, due) in enumerate(items):
+            _str(body)
+            out.append(self._add(_str(mid), _int(prio), now, _num(due), self.at + i, new))
+        return out
+
+    def _add(self, mid: str, prio: int, now: float, due: float, loc: int, new: Any) -> bool:
         g = loc >> GEN_SHIFT
-        if op.get("n") and due <= now and is_fresh_id(mid):
+        if new and due <= now and is_fresh_id(mid):
             f = self.fifos.get(prio)
             if f is None:
                 f = self.fifos[prio] = _Fifo()
@@ -443,13 +497,27 @@ class QueueState(ObjectState):
         m.st = READY
         return m
 
-    def _receive(self, op: dict[str, Any]) -> Msg | None:
-        """Deliver the best ready message; returns it (its ``att`` already counted)."""
+    def _receive(self, op: dict[str, Any]) -> Msg | None | list[Msg]:
+        """Deliver the best ready message (returned, its ``att`` already counted), or with
+        ``k`` up to ``k`` of them as a list (receipts ``token-i/consumer``)."""
         now = _num(op["t"])
         max_attempts = _int(op["ma"])
         receipt = _str(op["r"])
         deadline = op["vt"]
         self._promote(now, max_attempts)
+        k = op.get("k")
+        if k is None:
+            return self._take(max_attempts, receipt, deadline)
+        tok, sep, consumer = receipt.partition("/")
+        out = []
+        for i in range(_int(k)):
+            m = self._take(max_attempts, f"{tok}-{i}{sep}{consumer}", deadline)
+            if m is None:
+                break
+            out.append(m)
+        return out
+
+    def _take(self, max_attempts: int, receipt: str, deadline: Any) -> Msg | None:
         ready = self.ready
         while ready or self.fresh:
             while ready and self._valid(ready[0], READY) is None:

@@ -148,6 +148,8 @@ class Handle:
         #: read-only descriptors of kept older generations, by generation.
         self.segs: dict[int, int] = {}
         self.drop_later = False
+        #: the last record read by location (a put_many record serves several deliveries).
+        self.last_read: tuple[int, dict[str, Any]] = (-1, {})
         self.gc: GroupCommit | None = None
         if cfg.fsync_mode == "always":
             self.gc = GroupCommit(dir_fd, _sync_fd, self._refresh)
@@ -322,6 +324,7 @@ class Handle:
         return int(snap_size * self.cls.compact_ratio)
 
     def _close_segments(self) -> None:
+        self.last_read = (-1, {})
         for fd in self.segs.values():
             _io.close_quietly(fd)
         self.segs.clear()
@@ -346,6 +349,8 @@ class Handle:
         Raises:
             CorruptData: the record is missing, damaged or not a JSON object.
         """
+        if loc == self.last_read[0]:
+            return self.last_read[1]
         gen, off = loc >> GEN_SHIFT, loc & ((1 << GEN_SHIFT) - 1)
         path = self._jpath(gen)
         try:
@@ -363,7 +368,9 @@ class Handle:
             raise CorruptData(
                 f"{path}: the message record at offset {off} is damaged", path=path, offset=off
             )
-        return decode_payload(data[HEADER_SIZE:], path, off)
+        rec = decode_payload(data[HEADER_SIZE:], path, off)
+        self.last_read = (loc, rec)
+        return rec
 
     def _segment(self, gen: int) -> int:
         fd = self.segs.get(gen)

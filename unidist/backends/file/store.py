@@ -37,7 +37,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
@@ -94,6 +94,11 @@ def _fits(*texts: str) -> None:
             f"a single operation of at least {total} bytes exceeds the file backend's record "
             f"limit of {MAX_RECORD} bytes"
         )
+
+
+def _reader(h: Handle, st: QueueState) -> Callable[[int], tuple[str, float]]:
+    """Reads a message's (body, enqueued_at) by location from the object's journals."""
+    return lambda loc: st.body(loc, h.read_at)
 
 
 def _check_i64(value: int, what: str) -> int:
@@ -502,9 +507,95 @@ class FileStoreMixin:
             if consumer is not None:
                 op["r"] += "/" + consumer
             m: Msg | None = h.commit(op)
-            return None if m is None else m.delivery(op["r"], h.read_at)
+            return None if m is None else m.delivery(op["r"], _reader(h, st))
 
         return self._run("queue", name, fn, create=False, default=None)
+
+    def queue_put_many(
+        self,
+        name: str,
+        items: Sequence[tuple[str, str, float, int]],
+        *,
+        new_ids: bool = False,
+    ) -> list[bool]:
+        """Enqueue every ``(msg_id, body, delay, priority)`` in ONE journal record: after a
+        crash all of them or none are there, and the batch costs one write and one fsync.
+
+        See :meth:`Backend.queue_put_many` (ids already queued, or repeated in ``items``,
+        are skipped and get False).
+
+        Raises:
+            RecordTooLarge: the batch would exceed 256 MiB; nothing is written.
+        """
+        batch = [(str(m), str(b), float(d), int(p)) for m, b, d, p in items]
+        _fits(*(m for m, _, _, _ in batch), *(b for _, b, _, _ in batch))
+        if not batch:
+            return []
+
+        def fn(h: Handle, st: QueueState) -> list[bool]:
+            now = time.time()
+            seen: set[str] = set()
+            keep: list[list[Any]] = []
+            out: list[bool] = []
+            for mid, body, delay, prio in batch:
+                dup = mid in seen or (not new_ids and st.holds(mid))
+                out.append(not dup)
+                if not dup:
+                    seen.add(mid)
+                    keep.append([mid, body, prio, now + max(0.0, delay)])
+            if keep:
+                op: dict[str, Any] = {"o": "P", "t": now, "m": keep}
+                if new_ids:
+                    op["n"] = 1
+                h.commit(op)
+            return out
+
+        return self._run("queue", name, fn, create=True, default=[False] * len(batch))
+
+    def _take_many(
+        self,
+        name: str,
+        max_attempts: int,
+        visibility: float | None,
+        max_n: int,
+        consumer: str | None = None,
+    ) -> list[Delivery]:
+        if max_n < 1:
+            return []
+
+        def fn(h: Handle, st: QueueState) -> list[Delivery]:
+            now = time.time()
+            if not st.has_work(now):
+                return []
+            op: dict[str, Any] = {"o": "r", "t": now, "ma": int(max_attempts), "k": max_n}
+            op["vt"] = None if visibility is None else now + max(0.0, float(visibility))
+            op["r"] = secrets.token_hex(8)
+            if consumer is not None:
+                op["r"] += "/" + consumer
+            got: list[Msg] = h.commit(op)
+            read = _reader(h, st)
+            return [m.delivery(m.rcpt or op["r"], read) for m in got]
+
+        return self._run("queue", name, fn, create=False, default=[])
+
+    def queue_get_many(self, name: str, max_attempts: int, max_n: int) -> list[Delivery]:
+        """Take up to ``max_n`` ready messages in ONE journal record (atomic: a crash keeps
+        all of them queued or none); see :meth:`Backend.queue_get_many`."""
+        return self._take_many(name, max_attempts, None, int(max_n))
+
+    def queue_receive_many(
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        max_n: int,
+        consumer: str | None = None,
+    ) -> list[Delivery]:
+        """Receive up to ``max_n`` ready messages in ONE journal record; see
+        :meth:`Backend.queue_receive_many`."""
+        if consumer is not None:
+            check_name(consumer, "consumer id")
+        return self._take_many(name, max_attempts, visibility_timeout, int(max_n), consumer)
 
     def queue_receive(
         self,
@@ -581,7 +672,7 @@ class FileStoreMixin:
         return self._run(
             "queue",
             name,
-            lambda h, st: cast(QueueState, st).dead_list(h.read_at),
+            lambda h, st: cast(QueueState, st).dead_list(_reader(h, st)),
             create=False,
             default=[],
         )
