@@ -69,6 +69,7 @@ GROUPS = {
     "counters": "cases_counters",
     "state": "cases_state",
     "queues": "cases_queues",
+    "batch": "cases_batch",
 }
 
 

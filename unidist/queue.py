@@ -15,6 +15,7 @@ stores one message, so a retried put never duplicates.
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -49,6 +50,17 @@ def _check_priority(priority: int) -> None:
         raise TypeError(f"priority must be an int, not {type(priority).__name__}")
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
+
+
+def _new_ids(n: int) -> list[str]:
+    """``n`` random UUID4s as 32 hex digits (what ``uuid.uuid4().hex`` gives), from one
+    ``os.urandom`` call: about 8x cheaper than ``uuid4()`` each."""
+    raw = bytearray(os.urandom(16 * n))
+    for i in range(6, 16 * n, 16):
+        raw[i] = raw[i] & 0x0F | 0x40  # version 4
+        raw[i + 2] = raw[i + 2] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return [text[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 class Message:
@@ -230,7 +242,7 @@ class MessageQueue(Primitive):
         delay = _check_seconds(delay, "delay")
         _check_priority(priority)
         if ids is None:
-            msg_ids = [uuid.uuid4().hex for _ in texts]
+            msg_ids = _new_ids(len(texts))
         else:
             if isinstance(ids, (str, bytes, bytearray)):
                 raise TypeError("ids must be an iterable of message ids, not a single str")

@@ -18,6 +18,7 @@ retried (what it hid comes back after the visibility timeout).
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ _RECORD_TTL_MS: Final = 300_000
 """How long the server remembers a thread's last put batch (as ``queue_put``'s record)."""
 _PROMOTE_BATCH: Final = 1000
 """Due delayed / expired in-flight messages moved per take (at least the batch size)."""
+
+_HEX_IDS: Final = re.compile(r"[0-9a-f]*")
 
 PUT_MANY: Final = Script.load("queue_put_many")
 TAKE_MANY: Final = Script.load("queue_take_many")
@@ -89,14 +92,25 @@ class RedisBatchMixin:
         """
         keys = self.keys.queue(name)
         args: list[str | int] = [secrets.token_hex(8), _RECORD_TTL_MS]
-        for item in items:
-            msg_id, body, delay, priority = item
-            check_name(msg_id, "message id")
+        # A batch usually has one delay and one priority: convert each distinct one once.
+        delays: dict[float, int] = {}
+        ranks: dict[int, str] = {}
+        # Ids the caller just generated (UUID4 hex) are checked all at once.
+        fresh = new_ids and _HEX_IDS.fullmatch("".join([item[0] for item in items])) is not None
+        for msg_id, body, delay, priority in items:
+            if not fresh or len(msg_id) != 32:
+                check_name(msg_id, "message id")
             if not isinstance(body, str):
                 raise TypeError(
                     f"values cross the backend interface as JSON text, not {type(body)}"
                 )
-            args += (msg_id, body, _us(delay), _rank(priority))
+            us = delays.get(delay)
+            if us is None:
+                us = delays[delay] = _us(delay)
+            rank = ranks.get(priority)
+            if rank is None:
+                rank = ranks[priority] = _rank(priority)
+            args += (msg_id, body, us, rank)
         if len(args) == 2:
             return []
         record = _keys.KeySpace.request_record(keys[0][:-2], self._caller())
@@ -132,15 +146,19 @@ class RedisBatchMixin:
             waits["q:" + name] = None if hint < 0 else time.monotonic() + hint / 1_000_000
             return []
         waits.pop("q:" + name, None)
+        # The records as they were: the delivery adds one attempt, and a receive the
+        # receipt the script wrote ("attempts.random[/consumer]").
+        suffix = f"{receipt_part}/{consumer}" if consumer else receipt_part
         out: list[Delivery] = []
-        for i in range(1, len(reply), 6):
-            msg_id, record, attempts, receipt, rank, enqueued = reply[i : i + 6]
+        for record in reply[1:]:
+            attempts, enqueued, _nonce, rank, _old, body = record.split(" ", 5)
+            n = int(attempts) + 1
             out.append(
                 Delivery(
-                    id=msg_id,
-                    body=record.split(" ", 5)[5],
-                    attempts=int(attempts),
-                    receipt=receipt or "",
+                    id=rank[32:],
+                    body=body,
+                    attempts=n,
+                    receipt=f"{n}.{suffix}" if mode == "r" else "",
                     priority=_INT64_MAX - int(rank[:16], 16),
                     enqueued_at=int(enqueued) / 1_000_000,
                 )

@@ -43,6 +43,7 @@ COMMANDS: Final = (
     "hdel",
     "hexists",
     "hincrby",
+    "hmget",
     "incr",
     "incrby",
     "ltrim",

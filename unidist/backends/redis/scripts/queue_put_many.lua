@@ -20,37 +20,60 @@ local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
 local nownum = tonumber(now)
 local seq = redis.call('INCRBY', KEYS[6], n) - n
 local prefix = '0 ' .. now .. ' ' .. ARGV[1] .. ' '
-local bits = {}
-local ready = {}
-local delayed = {}
-local stored = 0
-for i = 0, n - 1 do
-  local b = 3 + 4 * i
-  local id = ARGV[b]
-  seq = seq + 1
-  local rank = ARGV[b + 3] .. string.format('%016x', seq) .. id
-  if redis.call('HSETNX', KEYS[1], id, prefix .. rank .. ' - ' .. ARGV[b + 1]) == 1 then
-    stored = stored + 1
-    bits[i + 1] = '1'
-    if ARGV[b + 2] ~= '0' then
-      delayed[#delayed + 1] = nownum + tonumber(ARGV[b + 2])
-      delayed[#delayed + 1] = id
-    else
-      ready[#ready + 1] = 0
-      ready[#ready + 1] = rank
-    end
-  else
-    bits[i + 1] = '0'
-  end
-end
--- ZADD with many members at once; unpack in slices (Lua's stack is bounded).
-local function zadd(key, args)
+-- Many members/fields in one command; unpack in slices (Lua's stack is bounded).
+local function bulk(cmd, key, args)
   for i = 1, #args, 1000 do
-    redis.call('ZADD', key, unpack(args, i, math.min(i + 999, #args)))
+    redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
   end
 end
-zadd(KEYS[2], ready)
-zadd(KEYS[3], delayed)
+-- Which ids are queued already: one HMGET for the whole batch (in slices).
+local ids = {}
+for i = 1, n do ids[i] = ARGV[4 * i - 1] end
+local held = {}
+for i = 1, n, 1000 do
+  local part = redis.call('HMGET', KEYS[1], unpack(ids, i, math.min(i + 999, n)))
+  for j = 1, #part do held[i + j - 1] = part[j] end
+end
+local seen = {}
+local bits = {}
+local records, nrec = {}, 0
+local ready, nready = {}, 0
+local delayed, ndelayed = {}, 0
+local stored = 0
+for i = 1, n do
+  local b = 4 * i - 1
+  local id = ids[i]
+  seq = seq + 1
+  if held[i] or seen[id] then
+    bits[i] = '0'
+  else
+    seen[id] = true
+    stored = stored + 1
+    bits[i] = '1'
+    local rank = ARGV[b + 3] .. string.format('%016x', seq) .. id
+    records[nrec + 1] = id
+    records[nrec + 2] = prefix .. rank .. ' - ' .. ARGV[b + 1]
+    nrec = nrec + 2
+    if ARGV[b + 2] ~= '0' then
+      delayed[ndelayed + 1] = nownum + tonumber(ARGV[b + 2])
+      delayed[ndelayed + 2] = id
+      ndelayed = ndelayed + 2
+    else
+      ready[nready + 1] = rank
+      nready = nready + 1
+    end
+  end
+end
+bulk('HSET', KEYS[1], records)
+-- Highest rank first: each member then goes in at the front of a small (listpack) zset
+-- instead of after every member added before it.
+local desc = {}
+for i = 1, nready do
+  desc[2 * i - 1] = 0
+  desc[2 * i] = ready[nready + 1 - i]
+end
+bulk('ZADD', KEYS[2], desc)
+bulk('ZADD', KEYS[3], delayed)
 local answer = table.concat(bits)
 redis.call('SET', KEYS[8], tag .. answer, 'PX', ARGV[2])
 if stored > 0 then

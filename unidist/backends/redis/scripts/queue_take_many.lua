@@ -5,8 +5,9 @@
 -- KEYS: 1 messages, 2 ready, 3 delayed, 4 in flight, 5 dead, 6 put sequence, 7 wake list
 -- ARGV: 1 mode, 2 visibility µs, 3 max attempts, 4 random receipt part, 5 promote batch,
 --       6 consumer ('' for none; kept in the receipt after a '/'), 7 most messages to take
--- Returns {1, then per message: id, record as stored before this call (the body follows
---          its fifth space), attempts, receipt, rank, enqueued µs}
+-- Returns {1, then per message its record as stored before this call: "attempts enqueued_us
+--          nonce rank receipt body" (the client adds 1 to attempts, builds the receipt as
+--          this script does, and reads the id from the rank's end)}
 --      or {0, µs until a delayed or in-flight message may become ready, or -1}.
 local mode = ARGV[1]
 local maxa = tonumber(ARGV[3])
@@ -62,38 +63,42 @@ end
 
 local out = {1}
 local got = 0
-local gone = {}
-local flight = {}
-local records = {}
+local gone, ngone = {}, 0
+local flight, records, nflight = {}, {}, 0
 while got < want do
-  local popped = redis.call('ZPOPMIN', KEYS[2], want - got)
+  local popped = redis.call('ZPOPMIN', KEYS[2], math.min(want - got, 1000))
   if #popped == 0 then break end
+  -- Every ready entry has score 0: ZPOPMIN takes the lowest ranks. One HMGET for all.
+  local ranks, ids, m = {}, {}, 0
   for j = 1, #popped, 2 do
-    local rank = popped[j]
-    local id = string.sub(rank, 33)
-    local meta = redis.call('HGET', KEYS[1], id)
+    m = m + 1
+    ranks[m] = popped[j]
+    ids[m] = string.sub(popped[j], 33)
+  end
+  local metas = redis.call('HMGET', KEYS[1], unpack(ids))
+  for j = 1, m do
+    local meta = metas[j]
     if meta then
-      local a, e, n, _, _, pos = string.match(meta, pat)
-      local attempts = tonumber(a)
+      local attempts = tonumber(string.match(meta, '^%d+'))
       if attempts >= maxa then
-        redis.call('ZADD', KEYS[5], clock(), id)
+        redis.call('ZADD', KEYS[5], clock(), ids[j])
       else
         attempts = attempts + 1
-        local receipt = ''
         if mode == 'g' then
-          gone[#gone + 1] = id
+          ngone = ngone + 1
+          gone[ngone] = ids[j]
         else
-          receipt = attempts .. '.' .. ARGV[4]
+          local _, e, n, _, _, pos = string.match(meta, pat)
+          local receipt = attempts .. '.' .. ARGV[4]
           if ARGV[6] ~= '' then receipt = receipt .. '/' .. ARGV[6] end
-          flight[#flight + 1] = clock() + tonumber(ARGV[2])
-          flight[#flight + 1] = id
-          records[#records + 1] = id
-          records[#records + 1] = attempts .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' ' .. receipt .. ' ' .. string.sub(meta, pos)
+          flight[2 * nflight + 1] = clock() + tonumber(ARGV[2])
+          flight[2 * nflight + 2] = ids[j]
+          records[2 * nflight + 1] = ids[j]
+          records[2 * nflight + 2] = attempts .. ' ' .. e .. ' ' .. n .. ' ' .. ranks[j] .. ' ' .. receipt .. ' ' .. string.sub(meta, pos)
+          nflight = nflight + 1
         end
-        local k = #out
-        out[k + 1], out[k + 2], out[k + 3] = id, meta, attempts
-        out[k + 4], out[k + 5], out[k + 6] = receipt, rank, e
         got = got + 1
+        out[got + 1] = meta
       end
     end
   end
