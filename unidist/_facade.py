@@ -12,6 +12,7 @@ from typing import Final
 from unidist._names import check_name
 from unidist.backends import connect
 from unidist.backends.base import Backend
+from unidist.cluster._current import _active as _memberships  # a list changed in place
 from unidist.cluster._current import current as current_member
 from unidist.codec import JSON
 
@@ -23,10 +24,11 @@ _pid = os.getpid()
 
 
 def _new_id_prefix() -> None:
-    global _id_prefix, _id_seq, _pid
+    global _id_prefix, _id_seq, _pid, _owner_cache
     _id_prefix = secrets.token_hex(8)
     _id_seq = itertools.count(1)
     _pid = os.getpid()
+    _owner_cache = threading.local()  # the records cached in the parent name its pid
 
 
 os.register_at_fork(after_in_child=_new_id_prefix)
@@ -56,29 +58,33 @@ def owner_info() -> dict[str, JSON]:
     """The owner record published with a lock grant: host, pid, thread name, and ``member``
     (the member id) and ``incarnation`` while a cluster membership is current.
 
-    Built once per thread and reused while the thread's name, the process and the current
-    membership stay the same: the dict is shared, so callers must not modify it.
+    Built once per thread and reused while the thread's name and the current membership stay
+    the same (a forked child starts afresh): the dict is shared, so callers must not modify
+    it. This runs on every lock acquisition, so the check is a handful of identity tests.
     """
-    entry = _owner_cache.__dict__.get("entry")
-    # The cache is per thread, so its thread object is the calling thread's.
-    thread = threading.current_thread() if entry is None else entry[0]
+    try:
+        thread, name, member, incarnation, info = _owner_cache.entry
+        # Thread.name is a property returning _name; read the attribute (a third of the cost
+        # of this function). Without it (another Python), AttributeError rebuilds every time.
+        renamed = thread._name is not name
+    except AttributeError:
+        return _build_owner_info()
+    current = _memberships[-1] if _memberships else None
+    if not renamed and current is member and (member is None or member.incarnation is incarnation):
+        return info  # type: ignore[no-any-return]
+    return _build_owner_info()
+
+
+def _build_owner_info() -> dict[str, JSON]:
+    thread = threading.current_thread()
     name = thread.name
     member = current_member()
     incarnation = None if member is None else member.incarnation
-    # Identity checks (a miss only rebuilds); the pid because a thread-local survives fork.
-    if (
-        entry is not None
-        and entry[1] is name
-        and entry[2] is member
-        and entry[3] is incarnation
-        and entry[4] == _pid
-    ):
-        return entry[5]  # type: ignore[no-any-return]
     info: dict[str, JSON] = {"host": HOST, "pid": _pid, "thread": name}
     if member is not None:
         info["member"] = member.member_id
         info["incarnation"] = incarnation
-    _owner_cache.entry = (thread, name, member, incarnation, _pid, info)
+    _owner_cache.entry = (thread, name, member, incarnation, info)
     return info
 
 

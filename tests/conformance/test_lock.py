@@ -637,3 +637,209 @@ def test_a_killed_parent_frees_its_lock_while_its_forked_child_lives(
             except ProcessLookupError:
                 pass
         unidist.backends.reset()
+
+
+# ---------------------------------------------------------------------------- mixed use
+# A backend may serve uncontended acquisitions without a lease by a shortcut
+# (Backend.lock_fast_path); these check that such holders and the general ones (leases,
+# waiters, breaks, renewals) see each other on every backend.
+
+MIX_THREADS = 4
+MIX_ROUNDS = 150  # acquisitions per thread (default run; cheap on every backend)
+
+
+def test_plain_and_leased_holders_of_one_name_exclude_each_other(backend: Backend) -> None:
+    """A lock object without ttl and one with ttl of the same name exclude each other both
+    ways, a waiter of either kind gets the lock when the other releases, and tokens keep
+    increasing through every change of kind."""
+    plain = unidist.SharedLock("mixed", backend=backend)
+    leased = unidist.SharedLock("mixed", backend=backend, ttl=30)
+    tokens: list[int] = []
+    assert plain.acquire()
+    tokens.append(plain.token or 0)
+    assert leased.acquire(blocking=False) is False
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(leased.acquire(timeout=10)))
+    waiter.start()
+    time.sleep(0.1)  # the leased object now waits
+    assert leased.held() is False
+    plain.release()
+    waiter.join(10)
+    assert got == [True]
+    tokens.append(leased.token or 0)
+    rec = leased.owner()
+    assert rec is not None
+    assert rec["token"] == leased.token
+    assert isinstance(rec["expires_at"], float)
+    assert plain.acquire(blocking=False) is False
+    assert plain.acquire(timeout=0.05) is False
+    leased.release()
+    for _ in range(3):  # and back to plain holders, repeatedly
+        assert plain.acquire(blocking=False)
+        tokens.append(plain.token or 0)
+        rec = plain.owner()
+        assert rec is not None
+        assert rec["token"] == plain.token
+        assert rec["expires_at"] is None
+        plain.release()
+    assert not plain.locked()
+    assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
+
+
+def test_breaking_a_holder_without_lease_frees_the_lock(backend: Backend) -> None:
+    """lock_break with the holder of a lock taken without ttl frees it: its release then
+    raises LockNotOwned and touches nobody else's, and the lock works normally afterwards."""
+    victim = unidist.SharedLock("brk-plain", backend=backend)
+    other = unidist.SharedLock("brk-plain", backend=backend)
+    assert victim.acquire()
+    rec = victim.owner()
+    assert rec is not None
+    assert rec["token"] == victim.token
+    assert isinstance(rec["holder"], str)
+    assert backend.lock_break("brk-plain", rec["holder"]) == 1
+    assert not victim.locked()
+    assert other.acquire(blocking=False)
+    assert (other.token or 0) > (victim.token or 0)
+    with pytest.raises(unidist.LockNotOwned):
+        victim.release()
+    assert other.locked()  # the failed release left the new holder alone
+    assert victim.acquire(blocking=False) is False
+    other.release()
+    assert victim.acquire(blocking=False)
+    victim.release()
+    assert victim.acquire()
+    assert backend.lock_break("brk-plain") == 1
+    with pytest.raises(unidist.LockNotOwned):
+        victim.release()
+    assert backend.locks() == {}
+
+
+def test_renewing_a_lock_without_ttl_with_a_ttl_gives_it_a_lease(backend: Backend) -> None:
+    """renew(ttl) on a lock taken without ttl puts a lease on it: when the lease runs out,
+    another object takes the lock and the first one's release raises LockNotOwned."""
+    first = unidist.SharedLock("renew-plain", backend=backend)
+    second = unidist.SharedLock("renew-plain", backend=backend)
+    assert first.acquire()
+    first.renew(0.3)
+    rec = first.owner()
+    assert rec is not None
+    assert isinstance(rec["expires_at"], float)
+    assert second.acquire(blocking=False) is False
+    assert second.acquire(timeout=5)
+    assert (second.token or 0) > (first.token or 0)
+    with pytest.raises(unidist.LockNotOwned):
+        first.release()
+    second.release()
+
+
+def test_threads_mixing_every_way_of_acquiring_keep_exclusion_and_token_order(
+    backend: Backend,
+) -> None:
+    """Threads taking one lock by acquire(), acquire(blocking=False), acquire(timeout=...),
+    ``with``, hold() and a leased object, while another thread reads owner()/locked(), never
+    overlap, and the tokens seen inside the lock increase in the order of entry."""
+    name = "mix-all"
+    entered: list[int] = []
+    inside = [0]
+    overlaps = [0]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def critical(lock: unidist.SharedLock) -> None:
+        inside[0] += 1
+        if inside[0] != 1:
+            overlaps[0] += 1
+        entered.append(lock.token or 0)
+        time.sleep(0)  # give the others a chance to break in
+        inside[0] -= 1
+
+    def worker(i: int) -> None:
+        plain = unidist.SharedLock(name, backend=backend)
+        leased = unidist.SharedLock(name, backend=backend, ttl=60)
+        try:
+            for r in range(MIX_ROUNDS):
+                way = (i + r) % 6
+                if way == 0:
+                    plain.acquire()
+                    critical(plain)
+                    plain.release()
+                elif way == 1:
+                    if plain.acquire(blocking=False):
+                        critical(plain)
+                        plain.release()
+                elif way == 2:
+                    if plain.acquire(timeout=0.001):
+                        critical(plain)
+                        plain.release()
+                elif way == 3:
+                    with plain:
+                        critical(plain)
+                elif way == 4:
+                    with plain.hold(timeout=30):
+                        critical(plain)
+                else:
+                    with leased:
+                        critical(leased)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def observer() -> None:
+        probe = unidist.SharedLock(name, backend=backend)
+        try:
+            while not stop.is_set():
+                rec = probe.owner()
+                if rec is not None:
+                    assert isinstance(rec["token"], int)
+                probe.locked()
+                time.sleep(0.001)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(MIX_THREADS)]
+    watcher = threading.Thread(target=observer)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    stop.set()
+    watcher.join(10)
+    assert not errors, errors
+    assert overlaps[0] == 0, f"{overlaps[0]} overlapping holders"
+    assert len(entered) >= MIX_THREADS * MIX_ROUNDS // 2  # the blocking ways always get in
+    assert all(a < b for a, b in itertools.pairwise(entered)), "tokens not increasing"
+    assert not unidist.SharedLock(name, backend=backend).locked()
+    assert backend.locks() == {}
+
+
+def test_a_forked_child_of_this_process_cannot_use_its_parents_lock(backend: Backend) -> None:
+    """A child forked while this process holds a lock (taken without ttl) cannot release it
+    nor take it (the child's view of an in-process store included), and the parent's release
+    still works afterwards."""
+    lock = unidist.SharedLock("forked-here", backend=backend)
+    assert lock.acquire()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            try:
+                lock.release()
+                code = 10
+            except unidist.LockNotOwned:
+                pass
+            if code == 0 and lock.held():
+                code = 12
+            if code == 0 and unidist.SharedLock("forked-here", backend=backend).acquire(
+                blocking=False
+            ):
+                code = 13
+        except BaseException:
+            code = 11
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "child exit code (see the test's codes)"
+    rec = lock.owner()
+    assert rec is not None
+    assert rec["token"] == lock.token
+    lock.release()
+    assert not lock.locked()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
 from unidist.backends._url import OptionParser, ParsedURL, parse_url
 from unidist.codec import JSON
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from unidist.queue import MessageQueue
     from unidist.state import SharedState
 
-__all__ = ["STATE_ABSENT", "Backend", "Delivery", "LockGrant", "Scope"]
+__all__ = ["STATE_ABSENT", "Backend", "Delivery", "LockFastPath", "LockGrant", "Scope"]
 
 Scope = Literal["process", "host", "network"]
 """Who can share a backend's objects: threads of one process, processes of one host, many hosts."""
@@ -64,6 +64,23 @@ class LockGrant:
     token: int
     acquired_at: float
     expires_at: float | None
+
+
+class LockFastPath(Protocol):
+    """A backend's shortcut for one lock name (see :meth:`Backend.lock_fast_path`)."""
+
+    def try_acquire(self, info: Mapping[str, JSON]) -> int | None:
+        """Take the lock at once if it is free and nobody waits: its fencing token, or None
+        (the caller then uses ``lock_acquire``, which sees this holder as any other)."""
+
+    def release(self, token: int) -> bool:
+        """Free fast acquisition ``token``; False when it is no longer a fast acquisition (it
+        moved to the general path, or was broken): the caller then calls ``lock_release``
+        with :meth:`holder`, which tells the two apart."""
+
+    def holder(self, token: int) -> str:
+        """The ``holder`` id of fast acquisition ``token`` in owner records and for the
+        general methods (``lock_release``, ``lock_renew``, ``lock_break``)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +271,17 @@ class Backend(abc.ABC):
         ``holder`` is the waiter registration of the caller (from ``lock_acquire(...,
         waiting=True)``): a backend may use it to wake exactly the waiter whose turn it is
         instead of every waiter."""
+
+    def lock_fast_path(self, name: str, limit: int, ttl: float | None) -> LockFastPath | None:
+        """Optional: a shortcut for uncontended acquisitions of lock ``name`` taken with this
+        ``limit`` and ``ttl``, or None (the default: every acquisition uses ``lock_acquire``).
+
+        A lock object asks once and then tries ``try_acquire`` before ``lock_acquire``. Fast
+        acquisitions keep every guarantee of ``lock_acquire``: a fencing token from the same
+        per-name sequence, an owner record in ``lock_owners``/``locks``, and no grant while a
+        waiter is registered or another slot is held.
+        """
+        return None
 
     # ------------------------------------------------------------------ counters
     @abc.abstractmethod

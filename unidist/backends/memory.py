@@ -47,6 +47,7 @@ from unidist.errors import BackendUnavailable, CorruptData, InvalidURL
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _SNAPSHOT_FORMAT = 1
+_now = time.time
 
 
 def _close_at_exit(ref: weakref.ref[MemoryBackend]) -> None:
@@ -97,6 +98,56 @@ class _Lock:
                 event.set()
 
 
+_FAST_HOLDER = "fast:"  # holder ids of fast acquisitions: "fast:<token>" (never a unique_id())
+
+
+class _FastLock:
+    """The uncontended shortcut of one lock name (limit 1, no lease): a real ``threading.Lock``.
+
+    ``gate`` is held while the name has a holder: either a fast holder, recorded in ``held``
+    (token -> (acquired_at, owner info)), or the general path, which holds the gate for as long
+    as the name has a record in ``MemoryBackend._locks`` (slots or waiters). So a fast acquire
+    never overtakes a registered waiter, and the general path takes a fast holder over into a
+    record (``MemoryBackend._lock_get``) before it does anything else with the name.
+
+    A fast acquire takes the gate, then records itself; a fast release removes its record,
+    then frees the gate. Removing a record is ``dict.pop``, atomic, so exactly one of the
+    holder's release and the general path's takeover gets it and frees (or keeps) the gate.
+    ``token`` is the name's last fencing token; only the gate's owner draws the next one.
+    """
+
+    __slots__ = ("_acquire", "_release", "gate", "held", "token")
+
+    def __init__(self, token: int) -> None:
+        self.gate = threading.Lock()
+        self._acquire = self.gate.acquire
+        self._release = self.gate.release
+        self.held: dict[int, tuple[float, Mapping[str, JSON]]] = {}
+        self.token = token
+
+    def try_acquire(self, info: Mapping[str, JSON]) -> int | None:
+        if not self._acquire(False):
+            return None
+        self.token = token = self.token + 1
+        self.held[token] = (_now(), info)
+        return token
+
+    def release(self, token: int) -> bool:
+        if self.held.pop(token, None) is None:
+            return False
+        self._release()
+        return True
+
+    def holder(self, token: int) -> str:
+        return f"{_FAST_HOLDER}{token}"
+
+    def record(self) -> tuple[int, float, Mapping[str, JSON]] | None:
+        """The fast holder as (token, acquired_at, info), or None."""
+        for token, (at, info) in list(self.held.items()):
+            return token, at, info
+        return None
+
+
 @dataclass
 class _Msg:
     id: str
@@ -143,10 +194,8 @@ class MemoryBackend(Backend):
         self._cond = threading.Condition(self._mutex)
         self._seq = itertools.count(1)
         self._locks: dict[str, _Lock] = {}
-        # The fast path: a lock with one holder, no lease and no waiters lives here as its
-        # grant and owner info (shared, never mutated) instead of in _locks; any other use
-        # of the name moves it to _locks first (_lock_get). A name is never in both.
-        self._solo: dict[str, tuple[LockGrant, Mapping[str, JSON]]] = {}
+        # Fast paths handed to lock objects (lock_fast_path), by name; see _FastLock.
+        self._fast: dict[str, _FastLock] = {}
         self._tokens: dict[str, int] = {}
         self._counters: dict[str, int] = {}
         self._state: dict[str, dict[str, str]] = {}
@@ -207,7 +256,9 @@ class MemoryBackend(Backend):
     # ------------------------------------------------------------------ snapshot
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(self._interval):
-            if self._dirty:
+            with self._mutex:
+                dirty = self._sync_tokens() or self._dirty
+            if dirty:
                 try:
                     self.write_snapshot()
                 except OSError:  # pragma: no cover - reported on the next explicit write
@@ -227,7 +278,7 @@ class MemoryBackend(Backend):
             "written_at": time.time(),
             "counters": dict(self._counters),
             "state": {b: dict(kv) for b, kv in self._state.items() if kv},
-            "tokens": dict(self._tokens),
+            "tokens": dict(self._tokens),  # _sync_tokens() first
             "queues": queues,
         }
 
@@ -241,6 +292,7 @@ class MemoryBackend(Backend):
         if path is None:
             return
         with self._cond:
+            self._sync_tokens()
             data = json.dumps(self._export(), ensure_ascii=False, separators=(",", ":"))
             self._dirty = False
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -390,24 +442,76 @@ class MemoryBackend(Backend):
             self._q_ready(q, m)
 
     # ------------------------------------------------------------------ locks
-    def _lock_get(self, name: str) -> _Lock | None:
-        """The general record of lock ``name`` (moving a fast-path holder into it), or None."""
-        lk = self._locks.get(name)
-        if lk is None:
-            solo = self._solo.pop(name, None)
-            if solo is not None:
-                grant, info = solo
-                lk = self._locks[name] = _Lock()
-                lk.slots[grant.holder] = _Slot(
-                    grant.holder, grant.token, grant.acquired_at, None, dict(info)
-                )
-        return lk
+    def lock_fast_path(self, name: str, limit: int, ttl: float | None) -> _FastLock | None:
+        # Not with an archive: every token must then be journaled (fsynced) before it is used.
+        if limit != 1 or ttl is not None or self._archive is not None:
+            return None
+        check_name(name, "lock name")
+        with self._mutex:
+            fast = self._fast.get(name)
+            if fast is None:
+                fast = self._fast[name] = _FastLock(self._tokens.get(name, 0))
+                if name in self._locks:
+                    fast.gate.acquire()  # the general path holds the name (see _FastLock)
+            return fast
 
-    def _lock(self, name: str) -> _Lock:
-        lk = self._lock_get(name)
-        if lk is None:
-            lk = self._locks[name] = _Lock()
-        return lk
+    def _lock_get(self, name: str, create: bool = False) -> _Lock | None:
+        """The general record of lock ``name``, taking a fast holder over into it; None when
+        the name is free (unless ``create``: then a new empty record). Call with the mutex."""
+        lk = self._locks.get(name)
+        if lk is not None:
+            return lk
+        fast = self._fast.get(name)
+        if fast is None:
+            if create:
+                lk = self._locks[name] = _Lock()
+            return lk
+        while True:
+            try:
+                token, (acquired_at, info) = fast.held.popitem()
+            except KeyError:
+                pass
+            else:  # the fast holder becomes a slot; the gate stays held, now by the record
+                lk = self._locks[name] = _Lock()
+                holder = fast.holder(token)
+                lk.slots[holder] = _Slot(holder, token, acquired_at, None, dict(info))
+                return lk
+            if not create:
+                return None  # free (a fast acquire/release half done counts as not yet/already)
+            if fast.gate.acquire(False):
+                lk = self._locks[name] = _Lock()
+                return lk
+            # A fast acquire holds the gate but has not recorded itself yet, or a fast release
+            # removed its record but has not freed the gate yet: let that thread finish.
+            time.sleep(0)
+
+    def _lock_settle(self, name: str, lk: _Lock) -> None:
+        """Drop ``lk`` once it has no slot and no waiter (handing the name back to its fast
+        path). Call with the mutex."""
+        if not lk.slots and not lk.waiters and self._locks.get(name) is lk:
+            del self._locks[name]
+            fast = self._fast.get(name)
+            if fast is not None:
+                fast.gate.release()
+
+    def _next_token(self, name: str) -> int:
+        """Draw the next fencing token of ``name`` (with the mutex, and the gate if any)."""
+        token = self._tokens.get(name, 0) + 1
+        fast = self._fast.get(name)
+        if fast is not None:
+            token = max(token, fast.token + 1)
+            fast.token = token
+        self._tokens[name] = token
+        return token
+
+    def _sync_tokens(self) -> bool:
+        """Copy the fast paths' tokens into ``_tokens``; True if any was newer."""
+        changed = False
+        for name, fast in list(self._fast.items()):
+            if fast.token > self._tokens.get(name, 0):
+                self._tokens[name] = fast.token
+                changed = True
+        return changed
 
     @staticmethod
     def _prune(lk: _Lock) -> None:
@@ -438,18 +542,8 @@ class MemoryBackend(Backend):
         if name.__class__ is not str or name not in _VALID_NAMES:
             check_name(name, "lock name")
         with self._mutex:
-            if ttl is None and limit == 1 and name not in self._locks and name not in self._solo:
-                # Fast path: free, nobody waiting, no lease to track.
-                token = self._tokens.get(name, 0) + 1
-                self._tokens[name] = token
-                grant = LockGrant(name, holder, token, time.time(), None)
-                self._solo[name] = (grant, info)
-                if self._archive is None:
-                    self._dirty = True
-                else:
-                    self._changed(["t", name, token])
-                return grant
-            lk = self._lock(name)
+            lk = self._lock_get(name, create=True)
+            assert lk is not None
             self._prune(lk)
             lk.limit = limit
             free = limit - len(lk.slots)
@@ -459,8 +553,7 @@ class MemoryBackend(Backend):
             if free > ahead:
                 lk.waiters.pop(holder, None)
                 lk.events.pop(holder, None)
-                token = self._tokens.get(name, 0) + 1
-                self._tokens[name] = token
+                token = self._next_token(name)
                 now = time.time()
                 slot = _Slot(holder, token, now, None if ttl is None else now + ttl, dict(info))
                 lk.slots[holder] = slot
@@ -477,6 +570,8 @@ class MemoryBackend(Backend):
                     lk.events[holder] = threading.Event()
                 else:
                     event.clear()
+            else:
+                self._lock_settle(name, lk)
             return None
 
     def lock_cancel_wait(self, name: str, holder: str) -> None:
@@ -486,28 +581,28 @@ class MemoryBackend(Backend):
             if lk is not None and lk.waiters.pop(holder, None) is not None:
                 lk.events.pop(holder, None)
                 lk.wake_turns()
+                self._lock_settle(name, lk)
 
     def lock_release(self, name: str, holder: str) -> bool:
         if name.__class__ is not str or name not in _VALID_NAMES:
             check_name(name, "lock name")
-        with self._mutex:
-            solo = self._solo.get(name)
-            if solo is not None:
-                if solo[0].holder != holder:
-                    return False
-                del self._solo[name]
+        if holder.startswith(_FAST_HOLDER):
+            fast = self._fast.get(name)
+            if fast is not None and fast.release(int(holder[len(_FAST_HOLDER) :])):
                 return True
+        with self._mutex:
             lk = self._locks.get(name)
             if lk is None:
                 return False
             self._prune(lk)
             if lk.slots.pop(holder, None) is None:
+                self._lock_settle(name, lk)
                 return False
             woke = bool(lk.waiters)
-            if not lk.slots and not woke:
-                del self._locks[name]
-            else:
+            if woke:
                 lk.wake_turns()
+            else:
+                self._lock_settle(name, lk)
         if woke:
             # Let the woken waiter thread run now (sched_yield drops the GIL), not after this
             # thread's next blocking call: handovers stay prompt and FIFO stays FIFO.
@@ -523,6 +618,7 @@ class MemoryBackend(Backend):
             self._prune(lk)
             slot = lk.slots.get(holder)
             if slot is None:
+                self._lock_settle(name, lk)
                 return False
             slot.expires_at = None if ttl is None else time.time() + ttl
             lk.leased = lk.leased or ttl is not None
@@ -531,24 +627,27 @@ class MemoryBackend(Backend):
     def lock_owners(self, name: str) -> list[dict[str, JSON]]:
         check_name(name, "lock name")
         with self._mutex:
-            solo = self._solo.get(name)
-            if solo is not None:
-                grant, info = solo
+            lk = self._locks.get(name)
+            if lk is None:
+                fast = self._fast.get(name)
+                held = None if fast is None else fast.record()
+                if held is None:
+                    return []
+                token, acquired_at, info = held
                 rec: dict[str, JSON] = dict(info)
                 rec.update(
                     name=name,
-                    holder=grant.holder,
-                    token=grant.token,
-                    acquired_at=grant.acquired_at,
+                    holder=fast.holder(token) if fast is not None else "",
+                    token=token,
+                    acquired_at=acquired_at,
                     expires_at=None,
                 )
                 return [rec]
-            lk = self._locks.get(name)
-            if lk is None:
-                return []
             self._prune(lk)
             slots = sorted(lk.slots.values(), key=lambda s: (s.acquired_at, s.token))
-            return [s.record(name) for s in slots]
+            owners = [s.record(name) for s in slots]
+            self._lock_settle(name, lk)
+            return owners
 
     def lock_break(self, name: str, holder: str | None = None) -> int:
         check_name(name, "lock name")
@@ -559,18 +658,21 @@ class MemoryBackend(Backend):
             self._prune(lk)
             if holder is not None:
                 if lk.slots.pop(holder, None) is None:
+                    self._lock_settle(name, lk)
                     return 0
                 lk.wake_turns()
+                self._lock_settle(name, lk)
                 return 1
             n = len(lk.slots)
             lk.slots.clear()
             lk.wake_turns()
+            self._lock_settle(name, lk)
             return n
 
     def locks(self) -> dict[str, list[dict[str, JSON]]]:
         with self._mutex:
             out = {}
-            for name in sorted([*self._locks, *self._solo]):
+            for name in sorted({*self._locks, *self._fast}):
                 owners = self.lock_owners(name)
                 if owners:
                     out[name] = owners
