@@ -77,7 +77,7 @@ def test_put_many_retry_after_consumption_stores_nothing_again(
     keys = rbe.keys.queue("q")
     record = KeySpace.request_record(keys[0][:-2], rbe._caller())
     nonce = secrets.token_hex(8)
-    args: list[str | int] = [nonce, 300_000]
+    args: list[str | int] = [nonce, 300_000, "1"]
     for i in range(3):
         args += [f"m{i}", f'"{i}"', 0, f"{2**63 - 1:016x}"]
     first = rbe._client.script(PUT_MANY, [*keys, record], args)

@@ -91,7 +91,7 @@ class RedisBatchMixin:
                 ids again is safe.
         """
         keys = self.keys.queue(name)
-        args: list[str | int] = [secrets.token_hex(8), _RECORD_TTL_MS]
+        args: list[str | int] = [secrets.token_hex(8), _RECORD_TTL_MS, "1"]
         # A batch usually has one delay and one priority: convert each distinct one once.
         delays: dict[float, int] = {}
         ranks: dict[int, str] = {}
@@ -111,8 +111,10 @@ class RedisBatchMixin:
             if rank is None:
                 rank = ranks[priority] = _rank(priority)
             args += (msg_id, body, us, rank)
-        if len(args) == 2:
+        if len(args) == 3:
             return []
+        if fresh:
+            args[2] = "0"  # no duplicate check: random ids cannot be queued yet
         record = _keys.KeySpace.request_record(keys[0][:-2], self._caller())
         reply = self._client.script(PUT_MANY, [*keys, record], args, Policy.DEDUPED)
         return [c == "1" for c in str(reply)]

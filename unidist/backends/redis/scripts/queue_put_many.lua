@@ -2,8 +2,9 @@
 -- check that can fail is made by the client before the call).
 -- KEYS: 1 messages, 2 ready, 3 delayed, 4 in flight, 5 dead, 6 put sequence, 7 wake list,
 --       8 put record of the calling thread
--- ARGV: 1 nonce of this call, 2 put record lifetime ms, then 4 per message:
---       id, body, delay µs, priority rank (16 hex)
+-- ARGV: 1 nonce of this call, 2 put record lifetime ms, 3 '1' to check for ids already
+--       queued, '0' when the client has just generated every id at random (no check), then
+--       4 per message: id, body, delay µs, priority rank (16 hex)
 -- Message record: "attempts enqueued_us nonce rank receipt body", as queue_put.lua.
 -- Returns one character per message: '1' stored by this call, '0' its id was already queued
 -- (or repeated earlier in the batch).
@@ -14,7 +15,7 @@ local tag = '* ' .. ARGV[1] .. ' '
 local last = redis.call('GET', KEYS[8])
 if last and string.sub(last, 1, #tag) == tag then return string.sub(last, #tag + 1) end
 
-local n = (#ARGV - 2) / 4
+local n = (#ARGV - 3) / 4
 local t = redis.call('TIME')
 local now = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
 local nownum = tonumber(now)
@@ -26,13 +27,16 @@ local function bulk(cmd, key, args)
     redis.call(cmd, key, unpack(args, i, math.min(i + 999, #args)))
   end
 end
--- Which ids are queued already: one HMGET for the whole batch (in slices).
 local ids = {}
-for i = 1, n do ids[i] = ARGV[4 * i - 1] end
+for i = 1, n do ids[i] = ARGV[4 * i] end
+local check = ARGV[3] == '1'
 local held = {}
-for i = 1, n, 1000 do
-  local part = redis.call('HMGET', KEYS[1], unpack(ids, i, math.min(i + 999, n)))
-  for j = 1, #part do held[i + j - 1] = part[j] end
+if check then
+  -- Which ids are queued already: one HMGET for the whole batch (in slices).
+  for i = 1, n, 1000 do
+    local part = redis.call('HMGET', KEYS[1], unpack(ids, i, math.min(i + 999, n)))
+    for j = 1, #part do held[i + j - 1] = part[j] end
+  end
 end
 local seen = {}
 local bits = {}
@@ -41,13 +45,13 @@ local ready, nready = {}, 0
 local delayed, ndelayed = {}, 0
 local stored = 0
 for i = 1, n do
-  local b = 4 * i - 1
+  local b = 4 * i
   local id = ids[i]
   seq = seq + 1
-  if held[i] or seen[id] then
+  if check and (held[i] or seen[id]) then
     bits[i] = '0'
   else
-    seen[id] = true
+    if check then seen[id] = true end
     stored = stored + 1
     bits[i] = '1'
     local rank = ARGV[b + 3] .. string.format('%016x', seq) .. id
