@@ -259,3 +259,51 @@ def stored_raw(url: str) -> list[tuple[bytes, bytes]]:
         return out
     finally:
         store.close()
+
+
+def test_overlapping_resends_store_each_line_once(store_url: str) -> None:
+    """The store skips the lines of a chunk that start below what it already holds for that
+    (host, file), also when the re-sent chunk starts before and ends after it (a batch
+    re-sent with another batch size) or the held offset falls inside a line."""
+    lines = [b'{"n":%d}\n' % n for n in range(100)]
+    starts = [sum(len(line) for line in lines[:n]) for n in range(101)]
+    store = RedisStore(store_url)
+    try:
+        assert store.append("o", "h1", "fp", 0, b"".join(lines[:40])) == 40
+        assert store.append("o", "h1", "fp", starts[20], b"".join(lines[20:70])) == 30
+        assert store.append("o", "h1", "fp", 0, b"".join(lines[:70])) == 0
+        assert store.append("o", "h1", "fp", 0, b"".join(lines)) == 30
+        other = b"".join(lines[:10])
+        assert store.append("o", "h2", "fp", 0, other) == 10  # another host: its own ids
+        # An offset inside a line (never saved by a shipper): that line counts as held.
+        store.redis.set(f"{store.prefix}{{log:m}}:o:h1:fp", starts[3] + 2)
+        assert store.append("m", "h1", "fp", 0, b"".join(lines[:10])) == 6
+        held = store.read("o", "-", 1000)
+        mid = store.read("m", "-", 1000)
+    finally:
+        store.close()
+    ids = [rid for _, rid, _ in held]
+    assert ids[:100] == [b"h1/fp/%d" % s for s in starts[:100]]
+    assert [raw for _, _, raw in held[:100]] == [line[:-1] for line in lines]
+    assert ids[100:] == [b"h2/fp/%d" % s for s in starts[:10]]
+    assert [rid for _, rid, _ in mid] == [b"h1/fp/%d" % s for s in starts[4:10]]
+
+
+def test_batches_cut_at_batch_size_and_long_lines_whole(tmp_path: Path, store_url: str) -> None:
+    """Batches hold ``batch`` records (fewer at the end of the file), a record longer than
+    the batch byte cap is shipped whole, and a final line without its newline waits."""
+    _write(tmp_path, "b", 0, 2500)
+    with open(tmp_path / "b.log", "ab") as fh:
+        big = json.dumps({"n": 2500, "blob": "x" * (5 << 20)}).encode()
+        fh.write(big + b"\n")
+    _write(tmp_path, "b", 2501, 499)
+    with open(tmp_path / "b.log", "ab") as fh:
+        fh.write(b'{"n": 3000, "partial":')
+    stats = ship(store_url, dir=tmp_path, batch=1000)
+    assert (stats.records, stats.stored) == (3000, 3000)
+    # 1000, 1000, then 500 before the big record, which is cut off as soon as the next
+    # read reaches the byte cap, the big record alone, the rest.
+    assert stats.batches == 5
+    raws = [raw for _, raw in stored_raw(store_url)]
+    assert [json.loads(raw)["n"] for raw in raws] == list(range(3000))
+    assert big in raws

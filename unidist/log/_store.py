@@ -15,8 +15,13 @@ below that offset and adds the rest together with the new offset. A batch is the
 stored completely or not at all, and a batch re-sent after a shipper crash adds nothing
 twice.
 
-Streams are capped with ``XADD … MAXLEN ~ <maxlen>`` (default 1,000,000 entries per track)
-and, when ``max_age`` is given, ``XTRIM MINID ~`` (entries older than that many seconds).
+Streams are capped after each batch with ``XTRIM MAXLEN ~ <maxlen>`` (default 1,000,000
+entries per track; a stream can exceed it by one batch until then) and, when ``max_age`` is
+given, ``XTRIM MINID ~`` (entries older than that many seconds).
+
+Cost: the script runs one ``XADD`` per record inside Redis. On Redis 7 most of its time goes
+to ``XADD`` itself and to Lua creating (hashing and interning) a string for each line; the
+shipper's own share is small (see ``benchmarks/bench_log.py``, which prints both).
 """
 
 from __future__ import annotations
@@ -41,27 +46,34 @@ APPEND_LUA: Final = """
 -- KEYS[1] the track's stream, KEYS[2] the (host, file) shipped-up-to offset.
 -- ARGV: maxlen, record id prefix, offset ttl (s), min stream id to keep ('' = no age cap),
 -- offset of the chunk in its file, the chunk (complete lines, each ending in a newline).
-local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+local call, find, sub, format = redis.call, string.find, string.sub, string.format
+local stream, prefix = KEYS[1], ARGV[2]
+local done = tonumber(call('GET', KEYS[2]) or '0')
 local base = tonumber(ARGV[5])
 local blob = ARGV[6]
 local size = #blob
+if base + size <= done then
+  return 0
+end
 local pos = 1
+if done > base then
+  -- a re-sent batch: skip the lines that start below the stored offset
+  pos = (find(blob, '\\n', done - base, true) or size) + 1
+end
 local added = 0
 while pos <= size do
-  local nl = string.find(blob, '\\n', pos, true) or (size + 1)
-  local start = base + pos - 1
-  if nl > pos and start >= done then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-               'id', ARGV[2] .. string.format('%d', start), 'r', string.sub(blob, pos, nl - 1))
+  local nl = find(blob, '\\n', pos, true) or (size + 1)
+  if nl > pos then
+    call('XADD', stream, '*', 'id', prefix .. format('%d', base + pos - 1),
+         'r', sub(blob, pos, nl - 1))
     added = added + 1
   end
   pos = nl + 1
 end
-if base + size > done then
-  redis.call('SET', KEYS[2], string.format('%d', base + size), 'EX', ARGV[3])
-end
+call('SET', KEYS[2], format('%d', base + size), 'EX', ARGV[3])
+call('XTRIM', stream, 'MAXLEN', '~', ARGV[1])
 if ARGV[4] ~= '' then
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+  call('XTRIM', stream, 'MINID', '~', ARGV[4])
 end
 return added
 """
