@@ -20,7 +20,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 # The system calls of the data path (see the module docs); replaced only by `injected`.
@@ -180,8 +180,9 @@ def tmp_name(final: str) -> str:
     return f"{final}{TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
 
 
-def atomic_write(dir_fd: int, final: str, data: bytes, *, durable: bool) -> None:
-    """Replace ``final`` in ``dir_fd`` with ``data`` atomically.
+def atomic_write(dir_fd: int, final: str, data: bytes | Sequence[bytes], *, durable: bool) -> None:
+    """Replace ``final`` in ``dir_fd`` with ``data`` (bytes, or a sequence of buffers written
+    one after another) atomically.
 
     tmp (``O_CREAT|O_EXCL|O_NOFOLLOW``, 0600) → write → fsync → rename → fsync directory.
     A reader sees the old file or the whole new one, never a mix. With ``durable`` false the
@@ -195,7 +196,8 @@ def atomic_write(dir_fd: int, final: str, data: bytes, *, durable: bool) -> None
     try:
         try:
             os.fchmod(fd, FILE_MODE)
-            write_all(fd, data)
+            for part in [data] if isinstance(data, bytes) else data:
+                write_all(fd, part)
             if durable:
                 fsync(fd)
         finally:

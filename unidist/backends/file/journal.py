@@ -74,13 +74,23 @@ def frame(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
         RecordTooLarge: the payload exceeds ``limit`` (:data:`MAX_RECORD` for journal records;
             snapshots pass a larger limit).
     """
+    return frame_head(seq, payload, limit=limit) + payload
+
+
+def frame_head(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
+    """The header (magic, length, seq, crc) that :func:`frame` puts before ``payload``, so
+    that a large record can be written as two buffers without copying the payload.
+
+    Raises:
+        RecordTooLarge: as :func:`frame`.
+    """
     if len(payload) > limit or len(payload) > 0xFFFFFFFF:
         raise RecordTooLarge(
             f"a single operation of {len(payload)} bytes exceeds the file backend's record "
             f"limit of {min(limit, 0xFFFFFFFF)} bytes"
         )
     head = _HEAD.pack(MAGIC, len(payload), seq)
-    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
 
 
 def _valid_at(buf: memoryview, pos: int, max_len: int) -> tuple[int, int] | None:
@@ -142,7 +152,7 @@ def _zero_sector_in(raw: bytes, start: int, stop: int, base: int) -> bool:
     return False
 
 
-def decode_payload(payload: bytes, path: str, offset: int) -> dict[str, Any]:
+def decode_payload(payload: bytes | str, path: str, offset: int) -> dict[str, Any]:
     """Decode a CRC-valid payload; anything but a JSON object is CorruptData."""
     try:
         obj = json.loads(payload)
@@ -227,3 +237,31 @@ def read_single(data: bytes, *, path: str) -> dict[str, Any]:
         what = "empty" if not data else "truncated, damaged or not a snapshot"
         raise CorruptData(f"{path}: snapshot file is {what}", path=path, offset=-1)
     return decode_payload(bytes(buf[HEADER_SIZE:]), path, 0)
+
+
+def read_single_parts(head: bytes, payload: bytes, *, path: str) -> dict[str, Any]:
+    """:func:`read_single` of a file read as its 18-byte header and its payload (a large
+    snapshot is decoded without a copy of the whole file).
+
+    Raises:
+        CorruptData: as :func:`read_single`.
+    """
+    ok = len(head) == HEADER_SIZE
+    if ok:
+        magic, length, seq = _HEAD.unpack_from(head, 0)
+        (crc,) = _CRC.unpack_from(head, _HEAD.size)
+        ok = magic == MAGIC and seq == 0 and length == len(payload)
+        ok = ok and zlib.crc32(payload, zlib.crc32(head[: _HEAD.size])) == crc
+    if not ok:
+        what = "empty" if not head else "truncated, damaged or not a snapshot"
+        raise CorruptData(f"{path}: snapshot file is {what}", path=path, offset=-1)
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptData(
+            f"{path}: record at offset 0 passed its checksum but is not valid JSON ({exc})",
+            path=path,
+            offset=0,
+        ) from None
+    del payload  # the last reference when the caller passed a temporary
+    return decode_payload(text, path, 0)

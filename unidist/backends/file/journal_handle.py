@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -63,7 +64,9 @@ from unidist.backends.file.journal import (
     decode_payload,
     dumps,
     frame,
+    frame_head,
     read_single,
+    read_single_parts,
     scan,
 )
 from unidist.errors import BackendUnavailable, CorruptData
@@ -78,6 +81,9 @@ def _fdatasync(fd: int) -> None:
 
 _APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
 _SNAPSHOT_LIMIT = 1 << 62
+_SNAP_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: a journal this long is compacted whatever its record count (big batch records).
+COMPACT_BYTES = 8 << 20
 
 
 def _sync_fd(fd: int) -> None:
@@ -320,6 +326,16 @@ class Handle:
         self._close_segments()
 
     # ------------------------------------------------------------------ kept segments
+    def _snapshot(self, gen: int, state: ObjectState) -> tuple[bytes, bytes]:
+        """The snapshot record of ``state`` as (header, payload), each intermediate copy of
+        the (possibly large) payload freed as soon as the next one exists."""
+        obj = {**self._header(gen), "state": state.dump()}
+        text = _SNAP_ENCODER.encode(obj)
+        del obj
+        payload = text.encode()
+        del text
+        return frame_head(0, payload, limit=_SNAPSHOT_LIMIT), payload
+
     def _compact_bytes(self, snap_size: int) -> int:
         return int(snap_size * self.cls.compact_ratio)
 
@@ -545,10 +561,16 @@ class Handle:
         path = f"{self.path}/snap.{gen}"
         fd = _io.open_file(f"snap.{gen}", self.dir_fd, os.O_RDONLY)
         try:
-            data = _pread_all(fd, 0, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            head = _pread_all(fd, 0, min(size, HEADER_SIZE))
+            length = int.from_bytes(head[2:6], "big") if len(head) == HEADER_SIZE else -1
+            if HEADER_SIZE + length == size:
+                # Header and payload read separately: a large payload is never copied.
+                obj = read_single_parts(head, _pread_all(fd, HEADER_SIZE, length), path=path)
+            else:
+                obj = read_single(head + _pread_all(fd, len(head), size), path=path)
         finally:
             _io.close_quietly(fd)
-        obj = read_single(data, path=path)
         self._check_header(obj, gen, path)
         try:
             state = self.cls.load(obj["state"])
@@ -638,8 +660,7 @@ class Handle:
                 f"{spath} {problem}, and rebuilding it from generation {prev} failed: {exc}",
                 path=spath,
             ) from None
-        data = frame(0, dumps({**self._header(gen), "state": state.dump()}), limit=_SNAPSHOT_LIMIT)
-        _io.atomic_write(self.dir_fd, f"snap.{gen}", data, durable=True)
+        _io.atomic_write(self.dir_fd, f"snap.{gen}", self._snapshot(gen, state), durable=True)
         _warn(RecoveryWarning, f"{spath} {problem}; rebuilt it from generation {prev}")
         return state
 
@@ -664,7 +685,9 @@ class Handle:
         self.nrec += 1
         if self.gc is not None:
             self._defer_sync()
-        if self.nrec >= self.compact_at and self.offset >= self.snap_bytes:
+        if (self.nrec >= self.compact_at or self.offset >= COMPACT_BYTES) and (
+            self.offset >= self.snap_bytes
+        ):
             self._compact()
         return result
 
@@ -755,9 +778,7 @@ class Handle:
                 raise self._poison(exc, "fsync", truncate=False) from exc
         new = self.gen + 1
         dfd = self.dir_fd
-        snap = frame(
-            0, dumps({**self._header(new), "state": self.state.dump()}), limit=_SNAPSHOT_LIMIT
-        )
+        snap = self._snapshot(new, self.state)
         header = frame(0, dumps(self._header(new)))
         _io.atomic_write(dfd, f"snap.{new}", snap, durable=True)
         _io.atomic_write(dfd, f"journal.{new}", header, durable=True)
@@ -767,7 +788,8 @@ class Handle:
         self.ino = os.fstat(fd).st_ino
         self.sealed = False
         self.dirty = False
-        self.snap_bytes = self._compact_bytes(len(snap))
+        self.snap_bytes = self._compact_bytes(len(snap[1]))
+        del snap
         self.compact_at = self.cfg.compact_records
         with contextlib.suppress(OSError):
             _io.unlink(f"snap.{new - 2}", dir_fd=dfd)
