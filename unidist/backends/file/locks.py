@@ -208,6 +208,38 @@ def _handed_deadline(fd: int) -> float | None:
     return _claim_deadline(_read_lease(fd))
 
 
+#: what follows ``~{"holder":<holder JSON>,"token":`` in a hand-over record (see
+#: :func:`_lease_line`, which writes these fields in this order).
+_HANDED_TAIL: Final = re.compile(
+    rb'(\d+),"acquired_at":([^,]+),"expires_at":([^,]+),"mono_expiry":([^,]+),'
+    rb'"claim_by":([^,]+),"info":'
+)
+
+
+def _handed_fields(
+    raw: bytes, prefix: bytes
+) -> tuple[int, float, float | None, float | None, float] | None:
+    """``(token, acquired_at, expires_at, mono_expiry, claim_by)`` of a hand-over record that
+    starts with ``prefix`` (``~{"holder":<holder JSON>,"token":``), read without a JSON parse
+    (the claim is on the next holder's critical path); None if ``raw`` is anything else."""
+    if not raw.startswith(prefix) or raw.find(b"\n") < 0:
+        return None
+    m = _HANDED_TAIL.match(raw, len(prefix))
+    if m is None:
+        return None
+    try:
+        tok, acq, exp, mono, claim = m.groups()
+        return (
+            int(tok),
+            float(acq),
+            None if exp == b"null" else float(exp),
+            None if mono == b"null" else float(mono),
+            float(claim),
+        )
+    except ValueError:
+        return None
+
+
 def _claim_deadline(rec: Mapping[str, Any] | None) -> float | None:
     """Monotonic deadline of an unclaimed hand-over record, else None."""
     if rec is None or not rec.get("_pending"):
@@ -755,6 +787,7 @@ class FileLocksMixin:
         claim window) returns True and the caller retries under the meta flock.
         """
         needle = f'"holder":{holder_json},'.encode("ascii")
+        prefix = b"~{" + needle + b'"token":'
         now = monotonic()
         for index in range(min(limit, _MAX_SLOT_WATCHES)):
             slot = _slot_name(index)
@@ -771,9 +804,23 @@ class FileLocksMixin:
                     fcntl.flock(fd, _EX_NB)
                 except BlockingIOError:
                     return True
-                rec = _read_lease(fd)
-                deadline = _claim_deadline(rec)
-                if rec is None or rec.get("holder") != holder or not (deadline or 0) > now:
+                # Read again under the flock: the record read before may have changed.
+                fields = _handed_fields(os.pread(fd, _LEASE_READ, 0), prefix)
+                if fields is None:
+                    rec = _read_lease(fd)  # written some other way: the general reader
+                    deadline = _claim_deadline(rec)
+                    if rec is None or rec.get("holder") != holder:
+                        return True
+                    exp = rec.get("expires_at")
+                    fields = (
+                        int(rec["token"]),
+                        float(rec["acquired_at"]),
+                        None if exp is None else float(exp),
+                        _lease_expiry(rec),
+                        -math.inf if deadline is None else deadline,
+                    )
+                token, acquired_at, expires_at, mono_expiry, deadline = fields
+                if not deadline > now:
                     return True
                 # The name must still link the inode we flocked (no steal or break since): an
                 # inode renamed over has no link left, and none is ever linked again, so if it
@@ -782,10 +829,6 @@ class FileLocksMixin:
                 if os.fstat(fd).st_nlink == 0:
                     return True
                 os.pwrite(write_fd, b" ", 0)  # claimed: from now on an ordinary lease
-                token = int(rec["token"])
-                acquired_at = float(rec["acquired_at"])
-                expires_at = rec.get("expires_at")
-                mono_expiry = _lease_expiry(rec)
                 h = _Held(
                     d.name,
                     holder,
@@ -800,13 +843,7 @@ class FileLocksMixin:
                 )
                 self._lk_register(h)
                 fd = write_fd = -1
-                return LockGrant(
-                    d.name,
-                    holder,
-                    token,
-                    acquired_at,
-                    None if expires_at is None else float(expires_at),
-                )
+                return LockGrant(d.name, holder, token, acquired_at, expires_at)
             finally:
                 _close(write_fd)
                 _close(fd)
@@ -1369,7 +1406,8 @@ class FileLocksMixin:
                 seen = self._lk_seen.pop((name, holder), None)
         if seen is not None and seen.wake_at is not None:
             budget = min(budget, max(0.0, seen.wake_at - monotonic()) + 0.001)
-        lock_dir = str(self.root / "locks" / name)
+        cached = self._lk_dirs.get(name)
+        lock_dir = cached.path if cached is not None else str(self.root / "locks" / name)
         try:
             if seen is None:
                 targets = [(lock_dir, DIR_MASK)]

@@ -420,12 +420,12 @@ class RedisBackend(RedisBatchMixin, Backend):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, got {limit!r}")
         _check_id(holder, "holder id")
-        info_text = encode(dict(info))
         waits = self._waits()
         cached = waits.get(name)
         if cached is not None and cached[0] == holder and cached[2] is not None:
             del waits[name]
             return self._grant(name, holder, cached[2])
+        info_text = encode(dict(info))
         reply = self._run(
             "lock_acquire",
             keys,

@@ -5,13 +5,6 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local function fmt(x) return string.format('%.0f', x) end
 
--- True when the lock has no waiter (registered or lapsed) and no provisional grant: empty
--- collections do not exist in Redis, so one EXISTS tells. Then the waiter and hand-off upkeep
--- has nothing to do, no waiter's wake or claim list exists, and every lease is a plain one.
-local function quiet()
-  return redis.call('EXISTS', W, WE, WI, P) == 0
-end
-
 local function drop(h)
   redis.call('HDEL', H, h)
   redis.call('ZREM', E, h)
@@ -83,22 +76,26 @@ local function new_token(limit)
 end
 
 -- Give every free slot to the waiter at the head of the FIFO: a provisional grant, pushed
--- onto that waiter's wake list.
+-- onto that waiter's wake list. The token rule is new_token's; the last token handed out is
+-- stored once at the end (a release is on the next holder's critical path: every call counts).
 local function handoff(wttl)
-  local limit = tonumber(redis.call('HGET', M, 'limit') or '1')
-  local free = limit - redis.call('ZCARD', E)
+  local m = redis.call('HMGET', M, 'limit', 'token')
+  local free = tonumber(m[1] or '1') - redis.call('ZCARD', E)
+  local last = tonumber(m[2] or '0')
+  local handed = false
   while free > 0 do
-    local head = redis.call('ZRANGE', W, 0, 0)
+    local head = redis.call('ZPOPMIN', W)
     if #head == 0 then break end
     local h = head[1]
     local reg = redis.call('HGET', WI, h)
-    redis.call('ZREM', W, h)
     redis.call('ZREM', WE, h)
-    redis.call('HDEL', WI, h)
     if reg then
+      redis.call('HDEL', WI, h)
       local ttltxt, info = string.match(reg, '^(%-?%d+) (.*)$')
       local ttl = tonumber(ttltxt)
-      local tok = new_token()
+      last = math.max(last + 1, now)
+      handed = true
+      local tok = fmt(last)
       local acq = fmt(now)
       local exp = '-1'
       local score = now + wttl
@@ -116,6 +113,7 @@ local function handoff(wttl)
       free = free - 1
     end
   end
+  if handed then redis.call('HSET', M, 'token', fmt(last)) end
 end
 
 -- Wake lock_wait callers without a registration; with force false only if one announced

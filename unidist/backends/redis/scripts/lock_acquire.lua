@@ -18,9 +18,12 @@ local wttl = tonumber(ARGV[6])
 -- A lock nobody holds or waits for (the common case) needs no upkeep at all.
 local is_quiet = true
 local taken = 0
-if redis.call('EXISTS', E, W, WE, WI, P) > 0 then
-  is_quiet = quiet()
+local busy = redis.call('EXISTS', E, W, WE, WI, P)
+if busy > 0 then
   taken = redis.call('ZCARD', E)
+  -- Quiet when the lease zset is the only one of them that exists (empty ones do not).
+  if taken > 0 then busy = busy - 1 end
+  is_quiet = busy == 0
   taken = taken - settle(is_quiet)
 end
 

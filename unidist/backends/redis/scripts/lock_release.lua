@@ -15,19 +15,22 @@ local holder = ARGV[1]
 local score = redis.call('ZSCORE', E, holder)
 if not score then return 0 end
 local held = 0
-local busy = redis.call('EXISTS', W, WE, WI, P, G) > 0
-if not busy or quiet() then
-  -- No waiter to hand the slot to and no provisional grant: just free the slot (and wake
-  -- lock_wait callers without a registration, if one announced itself). Ended leases of
-  -- others wait for the next acquire's settle: nobody waits for them.
+if redis.call('EXISTS', W, WE, WI, P, G) == 0 then
+  -- No waiter to hand the slot to, no provisional grant and no lock_wait caller without a
+  -- registration: just free the slot. Ended leases of others wait for the next acquire's
+  -- settle: nobody waits for them.
   if score == 'inf' or tonumber(score) > now then held = 1 end
   redis.call('HDEL', H, holder)
   redis.call('ZREM', E, holder)
-  if busy then wake_generic(true) end
   return held
 end
 if redis.call('HEXISTS', P, holder) == 1 then
-  if finalize(holder) then held = 1 end
+  -- A handed-off grant: its lease score is the claim deadline, the lease end is in the record.
+  local rec = redis.call('HGET', H, holder)
+  if rec then
+    local exp = tonumber(string.match(rec, '^%d+ %d+ (%-?%d+) '))
+    if exp < 0 or exp > now then held = 1 end
+  end
 elseif score == 'inf' or tonumber(score) > now then
   held = 1
 end
