@@ -143,35 +143,77 @@ def test_delivery_order_matches_the_model(tmp_path: Path, seed: int) -> None:
             f.close()
 
 
-def test_segments_are_kept_while_a_message_needs_them(tmp_path: Path) -> None:
+def test_segments_are_kept_while_their_messages_need_them(tmp_path: Path) -> None:
+    """A journal holding many live messages stays until they are consumed, then goes."""
     url = f"file://{tmp_path}/d?fsync=never"
     d = tmp_path / "d" / "queues" / "q"
     be = fb(url, compact=20)
-    oldest = uuid.uuid4().hex
-    be.queue_put("q", oldest, '"the first body"', 0, 0, new_id=True)
+    first = [uuid.uuid4().hex for _ in range(100)]  # more than a relocation takes
+    items = [(mid, f'"first {i}"', 0.0, 0) for i, mid in enumerate(first)]
+    assert be.queue_put_many("q", items, new_ids=True) == [True] * 100
     be.queue_put("q", "custom", '"custom body"', 0, -1)
-    for i in range(400):  # many rotations while the first two messages wait
+    for i in range(400):  # many rotations while the first messages wait
         be.queue_put("q", uuid.uuid4().hex, f'"filler {i}"', 0, 1, new_id=True)
         assert be.queue_get("q", 5).body == f'"filler {i}"'  # type: ignore[union-attr]
     gens = journals(d)
     assert gens[0] == 1, gens
     assert gens[-1] > 10, gens
     assert len(gens) <= 4, f"only the pinned segment and the last generations stay: {gens}"
-    # A new process reads both bodies back from the kept segment.
+    # A new process reads the bodies back from the kept segment.
     other = fb(url)
     got = other.queue_receive("q", 600, 5)
     assert got is not None
-    assert (got.id, got.body) == (oldest, '"the first body"')
+    assert (got.id, got.body) == (first[0], '"first 0"')
     assert other.queue_ack("q", got.id, got.receipt)
-    got = other.queue_get("q", 5)
-    assert got is not None
-    assert (got.id, got.body) == ("custom", '"custom body"')
+    rest = other.queue_get_many("q", 5, 200)
+    assert [(g.id, g.body) for g in rest] == [
+        *((mid, f'"first {i}"') for i, mid in enumerate(first[1:], 1)),
+        ("custom", '"custom body"'),
+    ]
     other.close()
-    for i in range(60):  # the next rotations delete generation 1
+    for _ in range(60):  # the next rotations delete generation 1
         be.queue_put("q", uuid.uuid4().hex, '"x"', 0, 0, new_id=True)
         be.queue_get("q", 5)
     assert 1 not in journals(d)
     assert len(journals(d)) <= 3
+    be.close()
+
+
+def test_a_few_long_lived_messages_do_not_pin_old_journals(tmp_path: Path) -> None:
+    """Messages left behind (ready, delayed, in flight, dead, custom ids) are relocated out
+    of their sparse old journal, which is then deleted: disk use follows what is queued."""
+    url = f"file://{tmp_path}/d?fsync=never"
+    d = tmp_path / "d" / "queues" / "q"
+    be = fb(url, compact=20)
+    fresh = uuid.uuid4().hex
+    be.queue_put("q", fresh, '"fresh body"', 0, 0, new_id=True)
+    be.queue_put("q", "later", '"delayed body"', 3600, 0)
+    be.queue_put("q", "held", '"in flight body"', 0, 9)
+    be.queue_put("q", "dies", '"dead body"', 0, 8)
+    held = be.queue_receive("q", 600, 5)
+    assert held is not None
+    assert held.id == "held"
+    dies = be.queue_receive("q", 600, 1)
+    assert dies is not None
+    assert be.queue_nack("q", "dies", dies.receipt, 0, 1)  # dead after 1 attempt
+    for i in range(300):
+        be.queue_put("q", uuid.uuid4().hex, f'"filler {i}" {"x" * 200}', 0, 1, new_id=True)
+        assert be.queue_get("q", 5) is not None
+    assert journals(d)[0] > 1, journals(d)
+    assert len(journals(d)) <= 3, journals(d)
+    other = fb(url)  # a new process: the bodies now come from the snapshot
+    assert other.queue_stats("q") == {"ready": 1, "delayed": 1, "in_flight": 1, "dead": 1}
+    assert [(m.id, m.body) for m in other.queue_dead("q")] == [("dies", '"dead body"')]
+    assert other.queue_ack("q", "held", held.receipt)
+    got = other.queue_get("q", 5)
+    assert got is not None
+    assert (got.id, got.body) == (fresh, '"fresh body"')
+    assert other.queue_requeue_dead("q") == 1
+    got = other.queue_get("q", 5)
+    assert got is not None
+    assert (got.id, got.body) == ("dies", '"dead body"')
+    assert other.queue_stats("q")["delayed"] == 1
+    other.close()
     be.close()
 
 

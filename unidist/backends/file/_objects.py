@@ -13,6 +13,7 @@ them into :class:`~unidist.errors.CorruptData` naming file and offset.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 INT64_MIN = -(2**63)
@@ -50,6 +51,14 @@ class ObjectState:
     def pinned(self) -> set[int]:
         """Older journal generations this state still reads from (kept on disk)."""
         return set()
+
+    def relocatable(self, gen: int) -> list[tuple[int, list[int]]]:
+        """Kept journals older than ``gen`` with few live records: (generation, locations)."""
+        return []
+
+    def body(self, loc: int, read: Callable[[int], dict[str, Any]]) -> tuple[str, float]:
+        """(body, time) of the record item at ``loc`` (objects that keep records on disk)."""
+        raise NotImplementedError
 
     @classmethod
     def load(cls, data: Any) -> ObjectState:

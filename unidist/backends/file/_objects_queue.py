@@ -61,6 +61,8 @@ _STATES = (READY, DELAYED, FLIGHT, DEAD)
 GEN_SHIFT = 40
 OFFSET_MASK = (1 << GEN_SHIFT) - 1
 _HEX = frozenset("0123456789abcdef")
+#: a kept journal with at most this many live messages is a relocation candidate.
+RELOCATE_MAX = 64
 _HEX_RUN = re.compile("[0-9a-f]*")
 
 _Entry = tuple[float, int, int, str]
@@ -287,6 +289,55 @@ class QueueState(ObjectState):
         """Journal generations that hold the body of a live message (keep them on disk)."""
         return {g for g, n in self.live.items() if n > 0}
 
+    def relocatable(self, gen: int) -> list[tuple[int, list[int]]]:
+        """Kept generations older than ``gen`` with at most :data:`RELOCATE_MAX` live
+        messages, with those messages' locations (the journal decides by bytes)."""
+        sparse = {g for g, n in self.live.items() if g < gen and n <= RELOCATE_MAX}
+        if not sparse:
+            return []
+        found: dict[int, list[int]] = {g: [] for g in sparse}
+        for m in self.msgs.values():
+            if m.body is None and m.loc >> GEN_SHIFT in sparse:
+                found[m.loc >> GEN_SHIFT].append(m.loc)
+        for f in self.fifos.values():
+            for g in sparse:
+                lo = bisect.bisect_left(f.locs, g << GEN_SHIFT, f.head)
+                hi = bisect.bisect_left(f.locs, (g + 1) << GEN_SHIFT, lo)
+                found[g] += f.locs[lo:hi]
+        return sorted((g, sorted(locs)) for g, locs in found.items() if locs)
+
+    def _relocate(self, rows: Any) -> int:
+        """Give the messages at the listed locations their bodies inline (record ``m``)."""
+        if not isinstance(rows, list):
+            raise TypeError("relocation rows must be a list")
+        by_loc = {m.loc: m for m in self.msgs.values() if m.body is None}
+        for row in rows:
+            loc, body, enq = _int(row[0]), _str(row[1]), _num(row[2])
+            m = by_loc.get(loc)
+            if m is None:
+                m = self._unfresh(loc, enq)
+            m.body, m.enq = body, enq
+            self._unpin(loc)
+        return len(rows)
+
+    def _unfresh(self, loc: int, enq: float) -> Msg:
+        """Take the fresh message at ``loc`` out of its FIFO as a ready :class:`Msg`."""
+        for prio, f in self.fifos.items():
+            i = bisect.bisect_left(f.locs, loc, f.head)
+            if i < len(f.locs) and f.locs[i] == loc:
+                mid = f.ids[16 * i : 16 * i + 16].hex()
+                f.remove(i)
+                if not len(f):
+                    del self.fifos[prio]
+                    self._top = None
+                self.fresh -= 1
+                self.count[READY] -= 1
+                m = Msg(mid, None, loc, prio, enq, loc)
+                self.msgs[mid] = m
+                self._place(m, READY)
+                return m
+        raise KeyError(f"no message at location {loc}")
+
     # ------------------------------------------------------------------ transitions
     def _move(self, m: Msg, st: str, due: float = 0.0) -> None:
         self.count[m.st] -= 1
@@ -440,6 +491,8 @@ class QueueState(ObjectState):
             return self._requeue()
         if kind == "R":
             return self._release(_str(op["c"]), _int(op["ma"]))
+        if kind == "m":
+            return self._relocate(op["m"])
         raise ValueError(f"unknown queue operation {kind!r}")
 
     def _put(self, op: dict[str, Any]) -> bool:

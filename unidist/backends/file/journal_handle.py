@@ -82,6 +82,8 @@ def _fdatasync(fd: int) -> None:
 _APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
 _SNAPSHOT_LIMIT = 1 << 62
 _SNAP_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: body bytes one relocation record may carry (see Handle._relocate).
+RELOCATE_BYTES = 16 << 20
 #: a journal this long is compacted whatever its record count (big batch records).
 COMPACT_BYTES = 8 << 20
 
@@ -751,7 +753,12 @@ class Handle:
         rotation by reading the tail it reads anyway; whoever finds a seal without the next
         journal (the rotator died) finishes the rotation. If finishing fails here, the
         operation that triggered it has still succeeded: the next operation retries it.
+
+        Before the seal, the few live messages of a sparse older journal (one kept only for
+        them) are copied into a relocation record, so that the old journal can go and disk
+        use stays proportional to what is queued.
         """
+        self._relocate()
         rec = frame(self.seq + 1, dumps({"seal": self.gen + 1}))
         self._append(rec)
         self.offset += len(rec)
@@ -764,6 +771,36 @@ class Handle:
             self._rotate()
         except OSError as exc:
             log.warning("%s: journal rotation failed (%s); will retry", self.path, exc)
+
+    def _relocate(self) -> None:
+        """Append a relocation record for sparse kept journals (see :meth:`_compact`); it is
+        made durable by the seal's fsync that follows."""
+        assert self.state is not None
+        plan = self.state.relocatable(self.gen)
+        if not plan:
+            return
+        take: list[tuple[int, str, float]] = []
+        budget = RELOCATE_BYTES
+        for gen, locs in plan:
+            try:
+                size = os.stat(f"journal.{gen}", dir_fd=self.dir_fd, follow_symlinks=False).st_size
+                rows = [(loc, *self.state.body(loc, self.read_at)) for loc in locs]
+            except (OSError, CorruptData) as exc:
+                log.warning("%s: not relocating journal.%d (%s)", self.path, gen, exc)
+                continue
+            nbytes = sum(len(body) for _, body, _ in rows)
+            if 4 * nbytes < size and nbytes <= budget:
+                take += rows
+                budget -= nbytes
+        if not take:
+            return
+        op = {"o": "m", "m": take}
+        rec = frame(self.seq + 1, dumps(op))
+        self._append(rec, inline=False)
+        self._apply(op, self._jpath(self.gen), self.offset)
+        self.offset += len(rec)
+        self.seq += 1
+        self.nrec += 1
 
     def _rotate(self) -> None:
         """Write ``snap.<G+1>`` and ``journal.<G+1>`` for a sealed generation G and switch."""
