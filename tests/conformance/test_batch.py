@@ -3,6 +3,8 @@ increments, on every backend (issue #11)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -329,3 +331,37 @@ def test_concurrent_incr_near_overflow_fails_only_the_overflowing(backend: Backe
     assert ok == list(range(INT64_MAX - 9, INT64_MAX + 1))
     assert results.count("overflow") == 14
     assert counter.get() == INT64_MAX
+
+
+@pytest.mark.scope("host")
+def test_incr_in_a_child_forked_while_threads_increment(backend: Backend) -> None:
+    """A child forked while 4 threads increment (so a coalesced call is likely in flight)
+    can increment the counter at once: it never waits for a batch of its parent."""
+    counter = unidist.SharedCounter("c", backend=backend)
+    stop = threading.Event()
+
+    def hammer() -> None:
+        c = unidist.SharedCounter("c", backend=backend)
+        while not stop.is_set():
+            c.incr()
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.1)
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the forked child
+                signal.alarm(20)  # a hang ends the child, which the parent reports
+                try:
+                    os._exit(0 if counter.incr() > 0 else 3)
+                except BaseException:
+                    os._exit(4)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, "the forked child's incr failed"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert counter.get() > 0
