@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +16,12 @@ import pytest
 import redis
 
 import unidist
+from backends.redis.server import RedisServer
 from tests.reliability._redis_topologies import cluster_set
 from unidist.backends.redis import RedisBackend
 from unidist.backends.redis._batch import PUT_MANY
 from unidist.backends.redis.keys import KeySpace, hash_slot
-from unidist.errors import OutcomeUnknown
+from unidist.errors import BackendUnavailable, OutcomeUnknown
 
 
 def _calls(client: redis.Redis, command: str) -> int:
@@ -156,3 +158,41 @@ def test_batches_on_redis_cluster(cluster_url: str) -> None:
         assert counter.incr(5) == 5
     finally:
         be.close()
+
+
+def test_coalesced_incr_errors_reach_every_caller() -> None:
+    """8 threads increment until the server is killed (kill -9): every thread ends with
+    BackendUnavailable (none hangs or gets a value that was never applied), and callers
+    carried by a failed batch get the error of the thread that sent it."""
+    with RedisServer() as server:
+        be = RedisBackend.from_url(f"{server.url}?retry_for=0.5&connect_timeout=0.2")
+        try:
+            values: list[list[int]] = [[] for _ in range(8)]
+            errors: list[BaseException | None] = [None] * 8
+            started = threading.Barrier(9)
+
+            def work(i: int) -> None:
+                c = unidist.SharedCounter("c", backend=be)
+                started.wait(30)
+                try:
+                    while True:
+                        values[i].append(c.incr())
+                except BaseException as exc:
+                    errors[i] = exc
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            started.wait(30)
+            time.sleep(0.3)
+            server.kill()
+            for t in threads:
+                t.join(60)
+            assert not any(t.is_alive() for t in threads), "a caller hung"
+        finally:
+            be.close()
+    assert all(isinstance(e, BackendUnavailable) for e in errors), errors
+    applied = sorted(v for part in values for v in part)
+    assert applied == list(range(1, len(applied) + 1))
+    # A caller carried by a failed batch raises a copy chained to the sender's error.
+    assert any(isinstance(e.__cause__, BackendUnavailable) for e in errors if e is not None)
