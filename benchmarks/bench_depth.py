@@ -9,8 +9,8 @@ Usage (``scripts/bench.sh`` makes the environment; run this with its Python)::
 For each backend and depth D (100-byte messages, one thread), in fresh processes:
 
 1. **fill**: put D messages into an empty queue; messages/s. What a user would do for a bulk
-   load: unidist ``file://`` with ``fsync=batch`` (there is no ``put_many``; one ``put`` per
-   message), ``redis://`` and ``memory://`` one ``put`` per message, persist-queue
+   load: unidist ``put_many`` of 10,000 messages per call (``file://`` with ``fsync=batch``:
+   one journal record per call), persist-queue
    ``SQLiteAckQueue`` one ``put`` per message (it has no batch API and refuses
    ``auto_commit=False``), ``diskcache.Deque`` appends inside ``transact()`` blocks of 10,000.
    A fill stops at ``--fill-limit`` seconds (default 600) and the depth it reached is reported.
@@ -73,9 +73,9 @@ LABELS = {
     "deque": "diskcache.Deque",
 }
 FILL_DURABILITY = {
-    "file": "fsync=batch, put per message",
-    "redis": "no persistence, put per message",
-    "memory": "in-process, put per message",
+    "file": "fsync=batch, put_many of 10,000",
+    "redis": "no persistence, put_many of 10,000",
+    "memory": "in-process, put_many of 10,000",
     "pq_ack": "sqlite default sync, commit per put",
     "deque": "sync=NORMAL, transact() per 10k",
 }
@@ -128,6 +128,11 @@ class _Ops:
         if b in ("file", "redis", "memory"):
             q = _unidist_queue(spec, spec["fill_fsync"] if phase == "fill" else "always")
             self.put = q.put
+
+            def put_many(n: int) -> None:
+                q.put_many([MESSAGE] * n)
+
+            self.put_chunk = put_many
 
             def take() -> None:
                 q.receive(timeout=30).ack()
