@@ -27,7 +27,7 @@ from unidist._names import check_name
 from unidist.backends.base import Backend, Delivery
 from unidist.cluster._current import current as current_member
 from unidist.codec import JSON, decode, encode
-from unidist.errors import Empty, SerializationError, ValueTooLarge
+from unidist.errors import CorruptData, Empty, SerializationError, ValueTooLarge
 
 __all__ = ["Message", "MessageQueue"]
 
@@ -349,10 +349,13 @@ class MessageQueue(Primitive):
             TypeError, ValueError: ``max`` is not an int >= 1, or a bad ``timeout``.
             OutcomeUnknown: (Redis) the reply was lost; the messages may have been taken.
         """
-        return [
-            decode(d.body, where=f"queue {self._name!r} message {d.id}")
-            for d in self._wait_many(True, max, timeout)
-        ]
+        batch = self._wait_many(True, max, timeout)
+        try:
+            return [decode(d.body) for d in batch]
+        except CorruptData:
+            for d in batch:  # raise again, naming the message
+                decode(d.body, where=f"queue {self._name!r} message {d.id}")
+            raise
 
     def receive_many(self, max: int, timeout: float | None = None) -> list[Message]:
         """Take up to ``max`` ready messages for processing; each stays in flight until acked.

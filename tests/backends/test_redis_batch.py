@@ -21,7 +21,7 @@ from tests.reliability._redis_topologies import cluster_set
 from unidist.backends.redis import RedisBackend
 from unidist.backends.redis._batch import PUT_MANY
 from unidist.backends.redis.keys import KeySpace, hash_slot
-from unidist.errors import BackendUnavailable, OutcomeUnknown
+from unidist.errors import BackendUnavailable, CorruptData, OutcomeUnknown
 
 
 def _calls(client: redis.Redis, command: str) -> int:
@@ -196,3 +196,17 @@ def test_coalesced_incr_errors_reach_every_caller() -> None:
     assert applied == list(range(1, len(applied) + 1))
     # A caller carried by a failed batch raises a copy chained to the sender's error.
     assert any(isinstance(e.__cause__, BackendUnavailable) for e in errors if e is not None)
+
+
+def test_get_many_names_a_corrupt_message(rbe: RedisBackend, raw: redis.Redis) -> None:
+    """A stored body that is not JSON makes get_many raise CorruptData naming the queue and
+    the message."""
+    q = unidist.MessageQueue("q", backend=rbe)
+    ids = q.put_many([1, 2, 3])
+    key = rbe.keys.queue("q")[0]
+    record = raw.hget(key, ids[1])
+    assert isinstance(record, str)
+    assert record.endswith(" 2")
+    raw.hset(key, ids[1], record[:-1] + "{not json")
+    with pytest.raises(CorruptData, match=f"queue 'q' message {ids[1]}"):
+        q.get_many(10, timeout=0)

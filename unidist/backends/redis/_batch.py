@@ -151,20 +151,19 @@ class RedisBatchMixin:
         # The records as they were: the delivery adds one attempt, and a receive the
         # receipt the script wrote ("attempts.random[/consumer]").
         suffix = f"{receipt_part}/{consumer}" if consumer else receipt_part
+        receive = mode == "r"
+        priorities: dict[str, int] = {}
         out: list[Delivery] = []
+        append = out.append
         for record in reply[1:]:
             attempts, enqueued, _nonce, rank, _old, body = record.split(" ", 5)
             n = int(attempts) + 1
-            out.append(
-                Delivery(
-                    id=rank[32:],
-                    body=body,
-                    attempts=n,
-                    receipt=f"{n}.{suffix}" if mode == "r" else "",
-                    priority=_INT64_MAX - int(rank[:16], 16),
-                    enqueued_at=int(enqueued) / 1_000_000,
-                )
-            )
+            head = rank[:16]
+            priority = priorities.get(head)
+            if priority is None:
+                priority = priorities[head] = _INT64_MAX - int(head, 16)
+            receipt = f"{n}.{suffix}" if receive else ""
+            append(Delivery(rank[32:], body, n, receipt, priority, int(enqueued) / 1_000_000))
         return out
 
     def queue_get_many(self, name: str, max_attempts: int, max_n: int) -> list[Delivery]:
