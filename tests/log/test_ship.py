@@ -24,7 +24,7 @@ import unidist.log
 from backends.redis.server import RedisServer
 from tests.log.conftest import run_proc
 from unidist.errors import BackendUnavailable, UnidistError
-from unidist.log.collect import collect
+from unidist.log.collect import Collector, collect
 from unidist.log.shipper import RedisStore, Shipper, ship
 
 
@@ -307,3 +307,58 @@ def test_batches_cut_at_batch_size_and_long_lines_whole(tmp_path: Path, store_ur
     raws = [raw for _, raw in stored_raw(store_url)]
     assert [json.loads(raw)["n"] for raw in raws] == list(range(3000))
     assert big in raws
+
+
+def test_packed_entries_read_as_records(tmp_path: Path, store_url: str) -> None:
+    """Records share stream entries (about 16 KiB each), yet every reader sees one record per
+    line with its own id (the byte offset in the file), in order, across pages of any size;
+    entries of one record each (older shippers) read the same way."""
+    _write(tmp_path, "p", 0, 2000)
+    raw_lines = (tmp_path / "p.log").read_bytes().splitlines(keepends=True)
+    offsets = [sum(len(line) for line in raw_lines[:n]) for n in range(len(raw_lines))]
+    stats = ship(store_url, dir=tmp_path, host="h1")
+    assert stats.stored == 2000
+    store = RedisStore(store_url)
+    try:
+        entries = store.redis.xlen(f"{store.prefix}{{log:p}}:s")
+        assert 5 < entries < 200  # packed: far fewer entries than records
+        fp = next(iter(json.loads(next(tmp_path.glob(".ship-state-*.json")).read_text())["files"]))
+        forward, after = [], "-"
+        while page := store.read("p", after, 3):
+            forward += page
+            after = page[-1][0]
+        backward, before = [], "+"
+        while page := store.read_reverse("p", before, 2):
+            backward += page
+            before = page[-1][0]
+        # one record per entry, as older shippers stored them
+        store.redis.xadd(f"{store.prefix}{{log:p}}:s", {"id": "old/fp/0", "r": '{"n": -1}'})
+        last = store.read_reverse("p", "+", 1)
+    finally:
+        store.close()
+    assert [rid for _, rid, _ in forward] == [f"h1/{fp}/{o}".encode() for o in offsets]
+    assert [raw + b"\n" for _, _, raw in forward] == raw_lines
+    assert backward == forward[::-1]
+    assert [(rid, raw) for _, rid, raw in last] == [(b"old/fp/0", b'{"n": -1}')]
+
+
+def test_collect_batches_are_records_not_entries(tmp_path: Path, store_url: str) -> None:
+    """``collect(batch=N)`` copies about N records per state-file round (not N packed
+    entries of dozens of records each), and files every record once."""
+    _write(tmp_path / "h", "c", 0, 3000, host="h")
+    ship(store_url, dir=tmp_path / "h", host="h")
+    to = tmp_path / "archive"
+    to.mkdir()
+    store = RedisStore(store_url)
+    try:
+        collector = Collector(store, to, None, 500)
+        rounds = []
+        while copied := collector.run_once():
+            rounds.append(copied)
+    finally:
+        store.close()
+    assert sum(rounds) == 3000
+    assert len(rounds) >= 3, rounds
+    assert max(rounds) <= 1000, rounds
+    (day,) = to.glob("h/c/*.log")
+    assert [json.loads(line)["n"] for line in day.read_bytes().splitlines()] == list(range(3000))

@@ -3,25 +3,29 @@
 Key layout (``prefix`` is the URL's ``?prefix=``, default ``unidist:``; the hash tag keeps
 every key of one track in one Redis Cluster slot)::
 
-    unidist:{log:backup}:s              the stream; entry fields id (record id), r (JSON line)
+    unidist:{log:backup}:s              the stream; entry fields id, r (see below)
     unidist:{log:backup}:o:<host>:<fp>  shipped-up-to offset of one file of one host
     unidist:log:tracks                  set of track names that have a stream
 
-Deduplication: a record's id is ``<host>/<fingerprint>/<offset>`` (the file identity is the
-content fingerprint, so the copy ``copytruncate`` makes keeps its records' ids). One host
-ships one file in offset order, so the store keeps, per (host, file), the offset up to which
-it holds everything; :meth:`RedisStore.append` is one static Lua script that skips records
-below that offset and adds the rest together with the new offset. A batch is therefore
-stored completely or not at all, and a batch re-sent after a shipper crash adds nothing
-twice.
+A stream entry holds consecutive records of one file: ``r`` is their JSON lines joined by
+``\n`` (about 16 KiB, or one longer line), ``id`` the record id of the first. A record's id is
+``<host>/<fingerprint>/<offset>``, its byte offset in the file, so the ids of the others
+follow from the line lengths (empty lines are no records). Entries of older shippers, one
+record each, read the same way. :meth:`RedisStore.read` and the other readers return one
+tuple per record. Packing records costs Redis one ``XADD`` per entry instead of one per
+record, which is most of the store's cost per record.
 
-Streams are capped after each batch with ``XTRIM MAXLEN ~ <maxlen>`` (default 1,000,000
-entries per track; a stream can exceed it by one batch until then) and, when ``max_age`` is
-given, ``XTRIM MINID ~`` (entries older than that many seconds).
+Deduplication: the file identity in the record id is the content fingerprint, so the copy
+``copytruncate`` makes keeps its records' ids. One host ships one file in offset order, so
+the store keeps, per (host, file), the offset up to which it holds everything;
+:meth:`RedisStore.append` is one static Lua script that skips records below that offset and
+adds the rest together with the new offset. A batch is therefore stored completely or not at
+all, and a batch re-sent after a shipper crash adds nothing twice.
 
-Cost: the script runs one ``XADD`` per record inside Redis. On Redis 7 most of its time goes
-to ``XADD`` itself and to Lua creating (hashing and interning) a string for each line; the
-shipper's own share is small (see ``benchmarks/bench_log.py``, which prints both).
+Streams are capped after each batch with ``XTRIM MAXLEN ~`` at the entry count that holds
+about ``maxlen`` records (default 1,000,000 records per track, at the batch's records per
+entry; a stream can exceed it by one batch until then) and, when ``max_age`` is given,
+``XTRIM MINID ~`` (entries older than that many seconds).
 """
 
 from __future__ import annotations
@@ -42,40 +46,59 @@ DEFAULT_PREFIX: Final = "unidist:"
 DEFAULT_MAXLEN: Final = 1_000_000
 OFFSET_TTL: Final = 90 * 86400
 """Seconds a (host, file) shipped-up-to offset is kept after its last batch."""
+ENTRY_BYTES: Final = 16 << 10
+"""Records are packed into stream entries of about this many bytes (one longer line alone)."""
 APPEND_LUA: Final = """
 -- KEYS[1] the track's stream, KEYS[2] the (host, file) shipped-up-to offset.
--- ARGV: maxlen, record id prefix, offset ttl (s), min stream id to keep ('' = no age cap),
--- offset of the chunk in its file, the chunk (complete lines, each ending in a newline).
+-- ARGV: maxlen (records), record id prefix, offset ttl (s), min stream id to keep ('' = no
+-- age cap), offset of the chunk in its file, number of lines in the chunk, then the chunk
+-- as slices: complete lines joined by newlines, each slice without its last newline.
+-- Returns the position in the chunk from which lines were added, -1 if none.
 local call, find, sub, format = redis.call, string.find, string.sub, string.format
 local stream, prefix = KEYS[1], ARGV[2]
 local done = tonumber(call('GET', KEYS[2]) or '0')
 local base = tonumber(ARGV[5])
-local blob = ARGV[6]
-local size = #blob
-if base + size <= done then
-  return 0
-end
-local pos = 1
-if done > base then
-  -- a re-sent batch: skip the lines that start below the stored offset
-  pos = (find(blob, '\\n', done - base, true) or size) + 1
-end
-local added = 0
-while pos <= size do
-  local nl = find(blob, '\\n', pos, true) or (size + 1)
-  if nl > pos then
-    call('XADD', stream, '*', 'id', prefix .. format('%d', base + pos - 1),
-         'r', sub(blob, pos, nl - 1))
-    added = added + 1
+local start = base
+local first = -1
+local entries = 0
+for i = 7, #ARGV do
+  local s = ARGV[i]
+  local stop = start + #s + 1
+  if stop > done then
+    if start < done then
+      -- a re-sent batch: drop the lines that start below the stored offset
+      local p = find(s, '\\n', done - start, true)
+      if p then
+        s, start = sub(s, p + 1), start + p
+      else
+        s = ''
+      end
+    end
+    if first < 0 then
+      first = start - base
+    end
+    if #s > 0 then
+      call('XADD', stream, '*', 'id', prefix .. format('%d', start), 'r', s)
+      entries = entries + 1
+    end
   end
-  pos = nl + 1
+  start = stop
 end
-call('SET', KEYS[2], format('%d', base + size), 'EX', ARGV[3])
-call('XTRIM', stream, 'MAXLEN', '~', ARGV[1])
-if ARGV[4] ~= '' then
-  call('XTRIM', stream, 'MINID', '~', ARGV[4])
+if start > done then
+  call('SET', KEYS[2], format('%d', start), 'EX', ARGV[3])
 end
-return added
+if entries > 0 then
+  local cap = tonumber(ARGV[1])
+  local lines = tonumber(ARGV[6])
+  if lines > #ARGV - 6 then
+    cap = math.ceil(cap * (#ARGV - 6) / lines)
+  end
+  call('XTRIM', stream, 'MAXLEN', '~', cap)
+  if ARGV[4] ~= '' then
+    call('XTRIM', stream, 'MINID', '~', ARGV[4])
+  end
+end
+return first
 """
 """Static script (never built from data): dedupe and append one batch atomically. Kept here
 rather than in ``backends/redis/scripts/`` because the log store is not a Backend method."""
@@ -162,12 +185,15 @@ class RedisStore:
         return BackendUnavailable(f"log store {self.url} unavailable: {exc}", url=self.url)
 
     # ------------------------------------------------------------------ writing
-    def append(self, track: str, host: str, fp: str, offset: int, chunk: bytes) -> int:
+    def append(
+        self, track: str, host: str, fp: str, offset: int, chunk: bytes, lines: int | None = None
+    ) -> int:
         """Store the lines of ``chunk`` (read at ``offset`` of file ``fp`` of ``host``), skipping
         those already stored; return how many were added.
 
-        ``chunk`` holds complete lines, each ending in ``\\n``. Durable as Redis is (see the
-        Redis backend's notes on persistence).
+        ``chunk`` holds complete lines, each ending in ``\\n`` (``lines`` of them, counted
+        here when not given). Durable as Redis is (see the Redis backend's notes on
+        persistence).
 
         Raises:
             unidist.BackendUnavailable: Redis cannot be reached (nothing or everything of the
@@ -176,6 +202,8 @@ class RedisStore:
         check_name(track, "track name")
         if not chunk:
             return 0
+        if lines is None:
+            lines = chunk.count(b"\n")
         minid = "" if self.max_age is None else int((time.time() - self.max_age) * 1000)
         args: list[str | int | bytes] = [
             self.maxlen,
@@ -183,16 +211,20 @@ class RedisStore:
             OFFSET_TTL,
             minid,
             offset,
-            chunk,
+            lines,
+            *_slices(chunk),
         ]
         keys = [stream_key(self.prefix, track), f"{self.prefix}{{log:{track}}}:o:{host}:{fp}"]
         try:
             if track not in self._known_tracks:
                 self.redis.sadd(self.tracks_key, track)
                 self._known_tracks.add(track)
-            return int(self._append(keys=keys, args=args))
+            first = int(self._append(keys=keys, args=args))
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from exc
+        if first < 0:
+            return 0
+        return lines if first == 0 else chunk.count(b"\n", first)
 
     # ------------------------------------------------------------------ reading
     def tracks(self) -> list[str]:
@@ -210,8 +242,10 @@ class RedisStore:
     def read(
         self, track: str, after: str = "-", count: int = 1000
     ) -> list[tuple[str, bytes, bytes]]:
-        """Up to ``count`` entries of ``track`` after stream id ``after`` (exclusive):
-        ``(stream id, record id, JSON line)``.
+        """The records of up to ``count`` entries of ``track`` after stream id ``after``
+        (exclusive), oldest first: ``(stream id, record id, JSON line)``. Records packed in
+        one entry share its stream id, so a page ends at an entry boundary and the last
+        stream id is the cursor for the next page.
 
         Raises:
             unidist.BackendUnavailable: Redis cannot be reached.
@@ -221,13 +255,13 @@ class RedisStore:
             entries = self.redis.xrange(stream_key(self.prefix, track), start, "+", count=count)
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from exc
-        return [_entry(e) for e in entries]
+        return [rec for e in entries for rec in _records(e)]
 
     def read_reverse(
         self, track: str, before: str = "+", count: int = 1000
     ) -> list[tuple[str, bytes, bytes]]:
-        """Up to ``count`` entries of ``track`` before stream id ``before`` (exclusive), newest
-        first.
+        """The records of up to ``count`` entries of ``track`` before stream id ``before``
+        (exclusive), newest first.
 
         Raises:
             unidist.BackendUnavailable: Redis cannot be reached.
@@ -237,7 +271,7 @@ class RedisStore:
             entries = self.redis.xrevrange(stream_key(self.prefix, track), end, "-", count=count)
         except (RedisError, OSError) as exc:
             raise self.unavailable(exc) from exc
-        return [_entry(e) for e in entries]
+        return [rec for e in entries for rec in reversed(_records(e))]
 
     def wait(self, cursors: dict[str, str], timeout: float) -> list[tuple[str, str, bytes]]:
         """Block up to ``timeout`` s for entries after ``cursors`` (track → stream id):
@@ -259,8 +293,7 @@ class RedisStore:
         for key, entries in reply or []:
             name = key.decode() if isinstance(key, bytes) else str(key)
             for entry in entries:
-                sid, _, line = _entry(entry)
-                out.append((by_key[name], sid, line))
+                out += [(by_key[name], sid, line) for sid, _, line in _records(entry)]
         return out
 
     def last_id(self, track: str) -> str:
@@ -273,7 +306,35 @@ class RedisStore:
         return newest[0][0] if newest else "0-0"
 
 
-def _entry(entry: Any) -> tuple[str, bytes, bytes]:
+def _slices(chunk: bytes) -> list[bytes]:
+    """``chunk`` (complete lines) cut after a newline about every :data:`ENTRY_BYTES`, each
+    piece without its last newline: the ``r`` values of the stream entries."""
+    out: list[bytes] = []
+    pos, last = 0, len(chunk) - 1
+    while pos <= last:
+        cut = chunk.find(b"\n", pos + ENTRY_BYTES - 1)
+        if cut < 0:
+            cut = last
+        out.append(chunk[pos:cut])
+        pos = cut + 1
+    return out
+
+
+def _records(entry: Any) -> list[tuple[str, bytes, bytes]]:
+    """The records of one stream entry: ``(stream id, record id, JSON line)``."""
     sid, fields = entry
     sid_text = sid.decode() if isinstance(sid, bytes) else str(sid)
-    return sid_text, bytes(fields.get(b"id", b"")), bytes(fields.get(b"r", b""))
+    rid, raw = bytes(fields.get(b"id", b"")), bytes(fields.get(b"r", b""))
+    if b"\n" not in raw:
+        return [(sid_text, rid, raw)]
+    prefix, _, first = rid.rpartition(b"/")
+    try:
+        offset = int(first)
+    except ValueError:  # not written by this module: keep its id on every line
+        return [(sid_text, rid, line) for line in raw.split(b"\n") if line]
+    out = []
+    for line in raw.split(b"\n"):
+        if line:
+            out.append((sid_text, b"%s/%d" % (prefix, offset), line))
+        offset += len(line) + 1
+    return out

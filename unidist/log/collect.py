@@ -38,6 +38,8 @@ from unidist.log._files import (
 from unidist.log._store import RedisStore
 
 STATE_NAME: Final = ".collect-state.json"
+_FIRST_PER_ENTRY: Final = 50
+"""Records per stream entry assumed for a track's first batch (about 16 KiB of records)."""
 _DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -80,6 +82,8 @@ class Collector:
         self.to = to
         self.tracks = tracks
         self.batch = max(1, batch)
+        self._per_entry: dict[str, int] = {}
+        """Records per stream entry in the last batch of each track: sizes the next read."""
         self.state_path = to / STATE_NAME
         self.stats = CollectStats()
         self._touched: set[str] = set()
@@ -114,9 +118,13 @@ class Collector:
         for track in self.store.tracks():
             if self.tracks is not None and track not in self.tracks:
                 continue
-            entries = self.store.read(track, self.cursors.get(track, "-"), self.batch)
+            per_entry = self._per_entry.get(track, _FIRST_PER_ENTRY)
+            entries = self.store.read(
+                track, self.cursors.get(track, "-"), max(1, self.batch // per_entry)
+            )
             if not entries:
                 continue
+            self._per_entry[track] = max(1, len(entries) // len({e[0] for e in entries}))
             groups: dict[str, list[bytes]] = {}
             safe_track = safe_component(track)
             for sid, _rid, line in entries:
@@ -173,7 +181,7 @@ def collect(
         to: the target directory (created 0700).
         tracks: only these tracks (default all).
         follow: keep collecting until ``stop`` is set (else until the streams are drained).
-        batch: stream entries per batch and track.
+        batch: records per batch and track (about: whole stream entries are read).
         interval: seconds between polls that found nothing (``follow``).
         stop: an event that ends ``follow`` mode.
 

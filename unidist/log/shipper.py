@@ -253,7 +253,7 @@ class Shipper:
                 # of the new content. The next scan sees the new fingerprint.
                 break
             self._line_bytes = max(1, len(chunk) // count)
-            self.stats.stored += self._send(src.track, src.fp, offset, chunk)
+            self.stats.stored += self._send(src.track, src.fp, offset, chunk, count)
             self.stats.records += count
             self.stats.batches += 1
             sent += count
@@ -265,13 +265,13 @@ class Shipper:
     def _read_hint(self) -> int:
         return self.batch * self._line_bytes * 17 // 16 + 4096
 
-    def _send(self, track: str, fp: str, offset: int, chunk: bytes) -> int:
+    def _send(self, track: str, fp: str, offset: int, chunk: bytes, lines: int) -> int:
         delay = 0.1
         deadline = None if self.retry_for is None else time.monotonic() + self.retry_for
         warned = False
         while True:
             try:
-                added = self.store.append(track, self.host, fp, offset, chunk)
+                added = self.store.append(track, self.host, fp, offset, chunk, lines)
                 if warned:
                     _warn(f"log store {self.store.url} reachable again")
                 return added

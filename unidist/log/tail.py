@@ -336,8 +336,10 @@ def tail_central(
     for track in tracks:
         before = "+"
         taken = 0
+        page_entries = 4  # an entry holds up to about 16 KiB of records: start small
         while taken < lines:
-            page = store.read_reverse(track, before, 1000)
+            page = store.read_reverse(track, before, page_entries)
+            page_entries = min(page_entries * 4, 1000)
             if not page:
                 break
             cursors.setdefault(track, page[0][0])
