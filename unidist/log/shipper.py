@@ -391,7 +391,7 @@ def ship(
         batch: records per batch (also capped at about 4 MiB, except for a single longer
             record). The store runs one script per batch, so a larger batch means fewer round
             trips and state-file writes but a longer pause for other clients of the Redis
-            server (about 35 ms for 5,000 records of 300 bytes).
+            server (about 7 ms for 5,000 records of 300 bytes).
         interval: seconds between passes that found nothing new.
         retry_for: seconds to retry an unreachable store (None: forever; ``follow`` mode
             passes None).
