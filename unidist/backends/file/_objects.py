@@ -12,9 +12,12 @@ them into :class:`~unidist.errors.CorruptData` naming file and offset.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -68,6 +71,10 @@ class ObjectState:
     def dump(self) -> Any:
         """The whole state as JSON-compatible data."""
         raise NotImplementedError
+
+    def dump_parts(self) -> list[bytes]:
+        """:meth:`dump` as compact UTF-8 JSON, in parts to be written one after another."""
+        return [_ENCODER.encode(self.dump()).encode()]
 
     def apply(self, op: dict[str, Any]) -> Any:
         """Apply one operation record; return the operation's result for the live caller."""

@@ -77,20 +77,25 @@ def frame(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
     return frame_head(seq, payload, limit=limit) + payload
 
 
-def frame_head(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
-    """The header (magic, length, seq, crc) that :func:`frame` puts before ``payload``, so
-    that a large record can be written as two buffers without copying the payload.
+def frame_head(seq: int, *parts: bytes, limit: int = MAX_RECORD) -> bytes:
+    """The header (magic, length, seq, crc) that :func:`frame` puts before the payload made
+    of ``parts`` (written one after another), so that a large record is written without
+    joining or copying its parts.
 
     Raises:
         RecordTooLarge: as :func:`frame`.
     """
-    if len(payload) > limit or len(payload) > 0xFFFFFFFF:
+    size = sum(len(p) for p in parts)
+    if size > limit or size > 0xFFFFFFFF:
         raise RecordTooLarge(
-            f"a single operation of {len(payload)} bytes exceeds the file backend's record "
+            f"a single operation of {size} bytes exceeds the file backend's record "
             f"limit of {min(limit, 0xFFFFFFFF)} bytes"
         )
-    head = _HEAD.pack(MAGIC, len(payload), seq)
-    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
+    head = _HEAD.pack(MAGIC, size, seq)
+    crc = zlib.crc32(head)
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+    return head + _CRC.pack(crc)
 
 
 def _valid_at(buf: memoryview, pos: int, max_len: int) -> tuple[int, int] | None:

@@ -328,15 +328,13 @@ class Handle:
         self._close_segments()
 
     # ------------------------------------------------------------------ kept segments
-    def _snapshot(self, gen: int, state: ObjectState) -> tuple[bytes, bytes]:
-        """The snapshot record of ``state`` as (header, payload), each intermediate copy of
-        the (possibly large) payload freed as soon as the next one exists."""
-        obj = {**self._header(gen), "state": state.dump()}
-        text = _SNAP_ENCODER.encode(obj)
-        del obj
-        payload = text.encode()
-        del text
-        return frame_head(0, payload, limit=_SNAPSHOT_LIMIT), payload
+    def _snapshot(self, gen: int, state: ObjectState) -> list[bytes]:
+        """The snapshot record of ``state`` as buffers to write one after another: the
+        record header, then the JSON payload in the parts the state encodes it in (a queue's
+        packed index is never joined into one copy)."""
+        prefix = _SNAP_ENCODER.encode(self._header(gen))[:-1] + ',"state":'
+        parts = [prefix.encode(), *state.dump_parts(), b"}"]
+        return [frame_head(0, *parts, limit=_SNAPSHOT_LIMIT), *parts]
 
     def _compact_bytes(self, snap_size: int) -> int:
         return int(snap_size * self.cls.compact_ratio)
@@ -825,7 +823,7 @@ class Handle:
         self.ino = os.fstat(fd).st_ino
         self.sealed = False
         self.dirty = False
-        self.snap_bytes = self._compact_bytes(len(snap[1]))
+        self.snap_bytes = self._compact_bytes(sum(len(p) for p in snap))
         del snap
         self.compact_at = self.cfg.compact_records
         with contextlib.suppress(OSError):
