@@ -7,12 +7,13 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 from unidist._names import check_name
 from unidist.backends import connect
 from unidist.backends.base import Backend
-from unidist.cluster._current import _active as _memberships  # a list changed in place
+from unidist.cluster._current import _active as memberships  # a list changed in place
 from unidist.cluster._current import current as current_member
 from unidist.codec import JSON
 
@@ -29,6 +30,7 @@ def _new_id_prefix() -> None:
     _id_seq = itertools.count(1)
     _pid = os.getpid()
     _owner_cache = threading.local()  # the records cached in the parent name its pid
+    thread_owners.__dict__.clear()  # the forking thread's (the only one in the child)
 
 
 os.register_at_fork(after_in_child=_new_id_prefix)
@@ -69,7 +71,7 @@ def owner_info() -> dict[str, JSON]:
         renamed = thread._name is not name
     except AttributeError:
         return _build_owner_info()
-    current = _memberships[-1] if _memberships else None
+    current = memberships[-1] if memberships else None
     if not renamed and current is member and (member is None or member.incarnation is incarnation):
         return info  # type: ignore[no-any-return]
     return _build_owner_info()
@@ -86,6 +88,54 @@ def _build_owner_info() -> dict[str, JSON]:
         info["incarnation"] = incarnation
     _owner_cache.entry = (thread, name, member, incarnation, info)
     return info
+
+
+class ThreadOwner(Mapping[str, JSON]):
+    """The owner record of one thread while no cluster membership is current: host, pid and
+    the thread's name, read when the record is read (a thread renamed while it holds a lock
+    is reported under its new name).
+
+    What an in-process fast path stores per acquisition instead of a dict: one object per
+    thread, built once (``thread_owners.record``, see :func:`thread_owner`).
+    """
+
+    __slots__ = ("_pid", "_thread")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+        self._pid = _pid
+
+    def __getitem__(self, key: str) -> JSON:
+        if key == "host":
+            return HOST
+        if key == "pid":
+            return self._pid
+        if key == "thread":
+            return self._thread.name
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("host", "pid", "thread"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+#: per thread: ``record``, the thread's ThreadOwner (absent until :func:`thread_owner`).
+thread_owners = threading.local()
+
+
+def thread_owner() -> Mapping[str, JSON]:
+    """The calling thread's owner record as a lock fast path stores it: the thread's
+    ThreadOwner, or the :func:`owner_info` dict while a cluster membership is current (the
+    member id and incarnation are those at acquisition time)."""
+    if memberships:
+        return owner_info()
+    try:
+        return thread_owners.record  # type: ignore[no-any-return]
+    except AttributeError:
+        record = thread_owners.record = ThreadOwner(threading.current_thread())
+        return record
 
 
 class Primitive:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -28,8 +29,15 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from unidist._clock import Deadline, check_timeout
-from unidist._facade import Primitive, owner_info, unique_id
+from unidist._facade import (
+    Primitive,
+    owner_info,
+    thread_owner,
+    thread_owners,
+    unique_id,
+)
 from unidist.backends.base import Backend, LockGrant
+from unidist.cluster._current import _active as memberships  # a list changed in place
 from unidist.codec import JSON
 from unidist.errors import LockNotOwned, LockTimeout
 
@@ -40,6 +48,7 @@ __all__ = ["SharedLock", "SharedSemaphore", "fenced_get", "fenced_set"]
 
 MAX_LIMIT: Final = 10_000
 _log = structlog.get_logger("unidist.lock")
+_now = time.time
 _live: weakref.WeakSet[_LockBase] = weakref.WeakSet()
 
 
@@ -56,6 +65,11 @@ class _LockBase(Primitive):
     __slots__ = (
         "__weakref__",
         "_fast",
+        "_fast_acquire",
+        "_fast_held",
+        "_fast_release",
+        "_fast_token",
+        "_fast_tokens",
         "_grants",
         "_last_token",
         "_limit",
@@ -93,10 +107,19 @@ class _LockBase(Primitive):
         self._ttl = ttl
         self.auto_renew = auto_renew
         self._on_lost = on_lost
-        # Acquisitions held, most recent last: a LockGrant, or the token of an acquisition
-        # taken on the backend's fast path (see Backend.lock_fast_path).
-        self._grants: list[LockGrant | int] = []
-        self._fast = self._backend.lock_fast_path(self._name, limit, ttl)
+        # Acquisitions held: through lock_acquire, most recent last, and the token of the
+        # one taken on the backend's fast path (Backend.lock_fast_path; limit 1, so at most
+        # one acquisition at a time, of either kind).
+        self._grants: list[LockGrant] = []
+        self._fast_token: int | None = None
+        fast = self._fast = self._backend.lock_fast_path(self._name, limit, ttl)
+        # The fast path's parts, bound once (see LockFastPath); an empty table without one.
+        self._fast_acquire = None if fast is None else fast.acquire
+        self._fast_release = None if fast is None else fast.release
+        self._fast_tokens = None if fast is None else fast.tokens
+        self._fast_held: MutableMapping[int, tuple[float, Mapping[str, JSON]]] = (
+            {} if fast is None else fast.held
+        )
         self._mutex = threading.Lock()
         self._pid = os.getpid()
         self._lost = False
@@ -107,6 +130,7 @@ class _LockBase(Primitive):
 
     def _after_fork(self) -> None:
         self._grants = []
+        self._fast_token = None
         self._mutex = threading.Lock()
         self._renewer = None
         self._renew_stop = threading.Event()
@@ -134,7 +158,7 @@ class _LockBase(Primitive):
 
     def held(self) -> bool:
         """True if this object currently holds an acquisition (as far as it knows)."""
-        return bool(self._grants)
+        return self._fast_token is not None or bool(self._grants)
 
     # ------------------------------------------------------------------ acquire
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -155,18 +179,26 @@ class _LockBase(Primitive):
             timeout = check_timeout(timeout)
             if not blocking:
                 raise ValueError("can't specify a timeout for a non-blocking call")
-        fast = self._fast
-        info = owner_info()
-        if fast is not None:
-            token = fast.try_acquire(info)
-            if token is not None:
-                # No renewer to start: a fast path is only offered without a ttl.
-                self._grants.append(token)  # list.append is atomic: no self._mutex needed
-                self._last_token = token
-                self._lost = False
-                return True
+        fast_acquire = self._fast_acquire
+        if fast_acquire is not None and fast_acquire(False):
+            # Uncontended: a few C calls (LockFastPath). No renewer: there is no ttl here.
+            token = next(self._fast_tokens)  # type: ignore[arg-type]
+            owner: Mapping[str, JSON]
+            if memberships:  # thread_owner(), inlined (a call costs as much as the rest)
+                owner = owner_info()
+            else:
+                try:
+                    owner = thread_owners.record
+                except AttributeError:
+                    owner = thread_owner()
+            self._fast_held[token] = (_now(), owner)
+            self._fast_token = token
+            self._last_token = token
+            self._lost = False
+            return True
         be = self._backend
         holder = unique_id()
+        info = owner_info()
         grant = be.lock_acquire(self._name, self._limit, holder, info, self._ttl, waiting=blocking)
         if grant is None and blocking:
             deadline = Deadline(timeout)
@@ -194,14 +226,22 @@ class _LockBase(Primitive):
 
     def __enter__(self) -> _LockBase:
         """Acquire (blocking, no timeout) and return self."""
-        fast = self._fast
-        if fast is not None:  # acquire()'s fast path, inlined: one call less per `with`
-            token = fast.try_acquire(owner_info())
-            if token is not None:
-                self._grants.append(token)
-                self._last_token = token
-                self._lost = False
-                return self
+        fast_acquire = self._fast_acquire
+        if fast_acquire is not None and fast_acquire(False):  # acquire(), inlined
+            token = next(self._fast_tokens)  # type: ignore[arg-type]
+            owner: Mapping[str, JSON]
+            if memberships:
+                owner = owner_info()
+            else:
+                try:
+                    owner = thread_owners.record
+                except AttributeError:
+                    owner = thread_owner()
+            self._fast_held[token] = (_now(), owner)
+            self._fast_token = token
+            self._last_token = token
+            self._lost = False
+            return self
         self.acquire()
         return self
 
@@ -211,15 +251,18 @@ class _LockBase(Primitive):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:  # release(), inlined
+        token = self._fast_token  # release(), inlined
+        if token is not None:
+            self._fast_token = None
+            if self._fast_held.pop(token, None) is not None:
+                self._fast_release()  # type: ignore[misc]  # set whenever there is a token
+                return
+            self._release(token)
+            return
+        try:
             grant = self._grants.pop()
         except IndexError:
             raise self._not_held() from None
-        if isinstance(grant, int):
-            fast = self._fast
-            assert fast is not None  # only fast-path acquisitions are ints
-            if fast.release(grant):
-                return
         self._release(grant)
 
     @contextmanager
@@ -249,17 +292,22 @@ class _LockBase(Primitive):
                 someone else took it since; another holder is never touched).
             BackendUnavailable: the backend cannot be reached.
         """
+        token = self._fast_token
+        if token is not None:
+            # Taken on the fast path: still there if its record is (dict.pop is atomic: a
+            # takeover by the backend's general path removes it first).
+            self._fast_token = None
+            if self._fast_held.pop(token, None) is not None:
+                self._fast_release()  # type: ignore[misc]  # set whenever there is a token
+                return
+            self._release(token)
+            return
         try:
             # list.pop is atomic; a forked child holds nothing of its parent's: _after_fork
-            # emptied _grants.
+            # emptied _grants and _fast_token.
             grant = self._grants.pop()
         except IndexError:
             raise self._not_held() from None
-        if isinstance(grant, int):
-            fast = self._fast
-            assert fast is not None  # only fast-path acquisitions are ints
-            if fast.release(grant):
-                return
         self._release(grant)
 
     def _not_held(self) -> LockNotOwned:
@@ -293,7 +341,10 @@ class _LockBase(Primitive):
         if ttl is None:
             ttl = self._ttl
         with self._mutex:
-            grants = list(self._grants)
+            grants: list[LockGrant | int] = list(self._grants)
+        token = self._fast_token
+        if token is not None:
+            grants.append(token)
         if not grants or self._pid != os.getpid():
             raise LockNotOwned(f"{self._name!r} is not held by this object", name=self._name)
         for grant in grants:
@@ -315,7 +366,10 @@ class _LockBase(Primitive):
 
     def _mark_lost(self, grant: LockGrant | int) -> None:
         with self._mutex:
-            if grant in self._grants:
+            if isinstance(grant, int):
+                if self._fast_token == grant:
+                    self._fast_token = None
+            elif grant in self._grants:
                 self._grants.remove(grant)
             self._lost = True
         if self._on_lost is not None:

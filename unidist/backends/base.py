@@ -24,7 +24,7 @@ Conventions every backend keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
@@ -67,16 +67,21 @@ class LockGrant:
 
 
 class LockFastPath(Protocol):
-    """A backend's shortcut for one lock name (see :meth:`Backend.lock_fast_path`)."""
+    """An in-process backend's shortcut for one lock name (see
+    :meth:`Backend.lock_fast_path`): the backend's own state of the name, which a lock object
+    updates directly, so that an uncontended acquire+release costs a few C calls.
 
-    def try_acquire(self, info: Mapping[str, JSON]) -> int | None:
-        """Take the lock at once if it is free and nobody waits: its fencing token, or None
-        (the caller then uses ``lock_acquire``, which sees this holder as any other)."""
+    Acquire: ``acquire(False)``; when it returns True, draw ``token = next(tokens)`` and
+    record ``held[token] = (acquired_at, owner_info)`` (Unix seconds, owner record). Release:
+    ``held.pop(token, None)``; only when that returns the record, call ``release()``. When it
+    does not, the acquisition was moved to the general path (a waiter came, a renewal, a
+    break): call ``lock_release(name, holder(token))``, which tells the cases apart.
+    """
 
-    def release(self, token: int) -> bool:
-        """Free fast acquisition ``token``; False when it is no longer a fast acquisition (it
-        moved to the general path, or was broken): the caller then calls ``lock_release``
-        with :meth:`holder`, which tells the two apart."""
+    acquire: Callable[[bool], bool]
+    release: Callable[[], object]
+    tokens: Iterator[int]
+    held: MutableMapping[int, tuple[float, Mapping[str, JSON]]]
 
     def holder(self, token: int) -> str:
         """The ``holder`` id of fast acquisition ``token`` in owner records and for the

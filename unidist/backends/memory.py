@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -102,7 +102,8 @@ _FAST_HOLDER = "fast:"  # holder ids of fast acquisitions: "fast:<token>" (never
 
 
 class _FastLock:
-    """The uncontended shortcut of one lock name (limit 1, no lease): a real ``threading.Lock``.
+    """The uncontended shortcut of one lock name (limit 1, no lease): a real ``threading.Lock``
+    that lock objects take and record themselves in directly (see ``LockFastPath``).
 
     ``gate`` is held while the name has a holder: either a fast holder, recorded in ``held``
     (token -> (acquired_at, owner info)), or the general path, which holds the gate for as long
@@ -113,30 +114,18 @@ class _FastLock:
     A fast acquire takes the gate, then records itself; a fast release removes its record,
     then frees the gate. Removing a record is ``dict.pop``, atomic, so exactly one of the
     holder's release and the general path's takeover gets it and frees (or keeps) the gate.
-    ``token`` is the name's last fencing token; only the gate's owner draws the next one.
+    Tokens: only the gate's owner draws from ``tokens``, the name's fencing-token sequence.
     """
 
-    __slots__ = ("_acquire", "_release", "gate", "held", "token")
+    __slots__ = ("acquire", "gate", "held", "release", "synced", "tokens")
 
-    def __init__(self, token: int) -> None:
+    def __init__(self, last_token: int) -> None:
         self.gate = threading.Lock()
-        self._acquire = self.gate.acquire
-        self._release = self.gate.release
-        self.held: dict[int, tuple[float, Mapping[str, JSON]]] = {}
-        self.token = token
-
-    def try_acquire(self, info: Mapping[str, JSON]) -> int | None:
-        if not self._acquire(False):
-            return None
-        self.token = token = self.token + 1
-        self.held[token] = (_now(), info)
-        return token
-
-    def release(self, token: int) -> bool:
-        if self.held.pop(token, None) is None:
-            return False
-        self._release()
-        return True
+        self.acquire: Callable[[bool], bool] = self.gate.acquire
+        self.release: Callable[[], object] = self.gate.release
+        self.tokens: Iterator[int] = itertools.count(last_token + 1)
+        self.held: MutableMapping[int, tuple[float, Mapping[str, JSON]]] = {}
+        self.synced = last_token  # the token drawn by the last _sync_tokens
 
     def holder(self, token: int) -> str:
         return f"{_FAST_HOLDER}{token}"
@@ -496,21 +485,21 @@ class MemoryBackend(Backend):
 
     def _next_token(self, name: str) -> int:
         """Draw the next fencing token of ``name`` (with the mutex, and the gate if any)."""
-        token = self._tokens.get(name, 0) + 1
         fast = self._fast.get(name)
-        if fast is not None:
-            token = max(token, fast.token + 1)
-            fast.token = token
+        token = self._tokens.get(name, 0) + 1 if fast is None else next(fast.tokens)
         self._tokens[name] = token
         return token
 
     def _sync_tokens(self) -> bool:
-        """Copy the fast paths' tokens into ``_tokens``; True if any was newer."""
+        """Note the fast paths' token sequences in ``_tokens`` (drawing one token of each, so
+        that every later token is larger); True if any handed out a token since the last call.
+        """
         changed = False
         for name, fast in list(self._fast.items()):
-            if fast.token > self._tokens.get(name, 0):
-                self._tokens[name] = fast.token
-                changed = True
+            token = next(fast.tokens)
+            changed = changed or token != fast.synced + 1
+            fast.synced = token
+            self._tokens[name] = token
         return changed
 
     @staticmethod
@@ -586,9 +575,11 @@ class MemoryBackend(Backend):
     def lock_release(self, name: str, holder: str) -> bool:
         if name.__class__ is not str or name not in _VALID_NAMES:
             check_name(name, "lock name")
-        if holder.startswith(_FAST_HOLDER):
+        if holder.startswith(_FAST_HOLDER):  # a fast holder (see _FastLock), maybe still fast
             fast = self._fast.get(name)
-            if fast is not None and fast.release(int(holder[len(_FAST_HOLDER) :])):
+            token = int(holder[len(_FAST_HOLDER) :])
+            if fast is not None and fast.held.pop(token, None) is not None:
+                fast.release()
                 return True
         with self._mutex:
             lk = self._locks.get(name)
