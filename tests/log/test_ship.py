@@ -280,8 +280,20 @@ def test_overlapping_resends_store_each_line_once(store_url: str) -> None:
         assert store.append("m", "h1", "fp", 0, b"".join(lines[:10])) == 6
         held = store.read("o", "-", 1000)
         mid = store.read("m", "-", 1000)
+        # Records of 1 KB: a chunk spans several stream entries, and the stored offset falls
+        # inside one of them.
+        big = [b'{"n":%d,"pad":"%s"}\n' % (n, b"x" * 1000) for n in range(100)]
+        at = [sum(len(line) for line in big[:n]) for n in range(101)]
+        assert store.append("k", "h1", "fp", 0, b"".join(big[:37])) == 37
+        assert store.append("k", "h1", "fp", 0, b"".join(big)) == 63
+        packed = store.redis.xlen(f"{store.prefix}{{log:k}}:s")
+        kept = store.read("k", "-", 1000)
     finally:
         store.close()
+    assert 4 < packed < 20
+    assert [(rid, raw + b"\n") for _, rid, raw in kept] == [
+        (b"h1/fp/%d" % at[n], big[n]) for n in range(100)
+    ]
     ids = [rid for _, rid, _ in held]
     assert ids[:100] == [b"h1/fp/%d" % s for s in starts[:100]]
     assert [raw for _, _, raw in held[:100]] == [line[:-1] for line in lines]
