@@ -6,13 +6,23 @@ Measures operations per second for three operations, at 1 and 4 threads sharing 
 - ``set``:       ``d[k] = i``                vs ``with lock: d[k] = i``
 - ``transform``: ``d.transform(k, incr, 0)`` vs ``with lock: d[k] = d.get(k, 0) + 1``
   (``incr`` is a plain Python function, ``def incr(v): return v + 1``)
+- ``transform-fn``: the same ``d.transform(k, incr, 0)`` vs ``with lock: d[k] =
+  incr(d.get(k, 0))``: both call ``incr`` under the lock (with several threads, a thread may
+  be switched out inside that call while it holds the lock, which the inline ``+ 1`` never is)
 
 Each case is repeated (plain and ThreadSafe runs alternate, so drift affects both); the table
 shows the median with min-max, and the ratio plain/ThreadSafe of the medians (1.0 means equal
-speed, 1.5 means ThreadSafeDict does a third fewer operations per second). The target is a
-ratio of medians of at most 1.5. The ratio of the best runs is shown too: it is steadier when
-other processes load the machine (the header prints the load average). No timing is asserted:
-this script only reports.
+speed, 1.5 means ThreadSafeDict does a third fewer operations per second). Targets: a ratio of
+medians of at most 1.5 (the first issue), and ThreadSafeDict at 0.8x the plain rate or better,
+i.e. a ratio of at most 1.25 (issue #11). The ratio of the best runs is shown too: it is
+steadier when other processes load the machine (the header prints the load average). No
+timing is asserted: this script only reports.
+
+What stays above the plain dict+Lock (CPython 3.11, profiled): one Python call per operation
+(``d[k] = v`` goes through the type's ``__setitem__`` slot, a call from C that costs more
+than the inlined call ``d[k]`` gets), the ``RLock`` (reentrant for ``locked()`` and for
+callbacks) instead of a ``Lock``, and for ``transform`` the call of ``fn`` itself (the plain
+loop adds 1 inline). None of these can go without dropping a documented guarantee.
 
 Usage:
     python benchmarks/bench_threadsafe.py [--quick] [--repeat N] [--ops N] [--json PATH]
@@ -34,6 +44,7 @@ from typing import Any
 from unidist.threadsafe import ThreadSafeDict
 
 TARGET_RATIO = 1.5
+TARGET_RATIO_11 = 1.25  # issue #11: ThreadSafeDict >= 0.8x a dict guarded by a lock
 N_KEYS = 1000
 KEYS = [f"key-{i}" for i in range(N_KEYS)]
 
@@ -109,6 +120,19 @@ def plain_transform() -> Worker:
     return work
 
 
+def plain_transform_fn() -> Worker:
+    d: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def work(rounds: int) -> None:
+        for _ in range(rounds):
+            for k in KEYS:
+                with lock:
+                    d[k] = incr(d.get(k, 0))
+
+    return work
+
+
 def ts_transform() -> Worker:
     d: ThreadSafeDict[str, int] = ThreadSafeDict()
 
@@ -124,6 +148,7 @@ CASES: dict[str, tuple[Callable[[], Worker], Callable[[], Worker]]] = {
     "get": (plain_get, ts_get),
     "set": (plain_set, ts_set),
     "transform": (plain_transform, ts_transform),
+    "transform-fn": (plain_transform_fn, ts_transform),
 }
 
 
@@ -177,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     header = (
-        f"{'op':<10} {'threads':>7}  {'plain dict+Lock ops/s':<26} "
+        f"{'op':<12} {'threads':>7}  {'plain dict+Lock ops/s':<26} "
         f"{'ThreadSafeDict ops/s':<26} {'ratio':>6} {'best':>6}  target"
     )
     print(header)
@@ -199,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             ratio = statistics.median(plain_rates) / statistics.median(ts_rates)
             best_ratio = max(plain_rates) / max(ts_rates)
             met = ratio <= TARGET_RATIO
+            met_11 = ratio <= TARGET_RATIO_11
             print(
-                f"{op:<10} {threads:>7}  {fmt_rate(plain_rates):<26} {fmt_rate(ts_rates):<26} "
+                f"{op:<12} {threads:>7}  {fmt_rate(plain_rates):<26} {fmt_rate(ts_rates):<26} "
                 f"{ratio:5.2f}x {best_ratio:5.2f}x  {'met' if met else 'MISSED'}"
+                f" / #11 {1 / ratio:.2f}x {'met' if met_11 else 'MISSED'}"
             )
             results.append(
                 {
@@ -214,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio_plain_over_threadsafe": ratio,
                     "best_run_ratio": best_ratio,
                     "target_met": met,
+                    "threadsafe_over_plain": 1 / ratio,
+                    "target_11_met": met_11,
                 }
             )
 
@@ -222,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nTarget (ThreadSafeDict within {TARGET_RATIO}x of dict+Lock): "
         f"{'met in every case' if all_met else 'MISSED in some cases'} (worst ratio {worst:.2f}x)"
+    )
+    met_11 = sum(r["target_11_met"] for r in results)
+    print(
+        f"Target #11 (ThreadSafeDict >= {1 / TARGET_RATIO_11:.1f}x dict+Lock): met in {met_11} of "
+        f"{len(results)} cases (worst {1 / worst:.2f}x)"
     )
     if args.json:
         payload = {
