@@ -374,3 +374,34 @@ def test_collect_batches_are_records_not_entries(tmp_path: Path, store_url: str)
     assert max(rounds) <= 1000, rounds
     (day,) = to.glob("h/c/*.log")
     assert [json.loads(line)["n"] for line in day.read_bytes().splitlines()] == list(range(3000))
+
+
+def test_read_chunk_cuts_whole_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a file batch by batch yields each complete line once, in order, at most
+    ``max_lines`` per batch and at most the byte cap unless one line is longer, whatever
+    the first read's size; a last line without its newline is not read."""
+    from unidist.log import shipper
+
+    rng = random.Random(11)
+    for cap in (shipper._CHUNK, 700):
+        monkeypatch.setattr(shipper, "_CHUNK", cap)
+        for trial in range(100):
+            lines = [b"x" * rng.randint(0, 900) + b"\n" for _ in range(rng.randint(0, 300))]
+            path = tmp_path / f"{cap}-{trial}.log"
+            path.write_bytes(b"".join(lines) + b"y" * rng.randint(0, 50))
+            max_lines, hint = rng.randint(1, 50), rng.randint(0, 100_000)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                offset, got = 0, []
+                while True:
+                    chunk, count = shipper.read_chunk(fd, offset, max_lines, hint)
+                    if not chunk:
+                        break
+                    assert chunk.endswith(b"\n")
+                    assert count == chunk.count(b"\n") <= max_lines
+                    assert len(chunk) <= cap or count == 1
+                    got.append(chunk)
+                    offset += len(chunk)
+            finally:
+                os.close(fd)
+            assert b"".join(got) == b"".join(lines), (cap, trial)

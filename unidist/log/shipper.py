@@ -310,14 +310,14 @@ def read_chunk(
     Returns the chunk and its number of lines."""
     want = min(max(size_hint, _READ_MIN), _CHUNK)
     buf = os.pread(fd, want, offset)
-    count = buf.count(b"\n")
+    count = _newlines(buf)
     while count < max_lines and len(buf) == want and (count == 0 or want < _CHUNK):
         # The file goes on and the batch is not full: read on (beyond the cap only while
         # not even one line is complete).
         extra = want if count == 0 else min(want, _CHUNK - want)
         more = os.pread(fd, extra, offset + len(buf))
         buf += more
-        count += more.count(b"\n")
+        count += _newlines(more)
         want += extra
     if count == 0:
         return b"", 0
@@ -328,6 +328,12 @@ def read_chunk(
     if count <= max_lines:
         return buf[: buf.rfind(b"\n") + 1], count
     return buf[: _nth_newline(buf, max_lines, count) + 1], max_lines
+
+
+def _newlines(data: bytes) -> int:
+    """The number of newlines in ``data``: ``bytes.count`` compares byte by byte, while
+    ``replace`` jumps between newlines with ``memchr``, several times faster for log lines."""
+    return len(data) - len(data.replace(b"\n", b""))
 
 
 def _nth_newline(buf: bytes, n: int, total: int) -> int:
