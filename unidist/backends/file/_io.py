@@ -162,12 +162,19 @@ def write_all(fd: int, data: bytes) -> None:
     Raises:
         OSError: the write failed; part of ``data`` may have been written.
     """
+    if not data:
+        return
+    n = write(fd, data)  # one call in practice: no memoryview unless the write was short
+    if n == len(data):
+        return
     view = memoryview(data)
-    while view:
-        n = write(fd, view)
+    while True:
         if n <= 0:
             raise OSError(errno.EIO, "write returned 0 bytes")
         view = view[n:]
+        if not view:
+            return
+        n = write(fd, view)
 
 
 def fsync_dir(dir_fd: int) -> None:
