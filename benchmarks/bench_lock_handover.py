@@ -34,10 +34,13 @@ sys.path.insert(0, str(ROOT))
 import unidist  # noqa: E402
 
 
-def contender(url: str, start_at: float, duration: float, hold: float, out: Any) -> None:
+def contender(url: str, start: Any, duration: float, hold: float, out: Any) -> None:
     lock = unidist.SharedLock("handover", backend=url)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    lock.acquire()  # connected, files open, code paths warm
+    lock.release()
+    # Every worker starts at once (a late starter would get fewer turns and its holds would
+    # fall outside the others' elapsed time).
+    start.wait(timeout=120)
     count = 0
     held = 0.0
     # (acquire() returned, release() called, release() returned), CLOCK_MONOTONIC: one clock
@@ -54,7 +57,10 @@ def contender(url: str, start_at: float, duration: float, hold: float, out: Any)
         lock.release()
         marks.append((t0, t1, time.monotonic()))
         held += t1 - t0
-    out.put({"count": count, "held": held, "elapsed": time.monotonic() - begin, "marks": marks})
+    end = time.monotonic()
+    out.put(
+        {"count": count, "held": held, "elapsed": end - begin, "span": (begin, end), "marks": marks}
+    )
 
 
 def ring_member(
@@ -212,7 +218,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     counts = [r["count"] for r in results]
     total = sum(counts)
     mean_hold = sum(r["held"] for r in results) / max(1, total)
-    elapsed = max(r["elapsed"] for r in results)
+    if all("span" in r for r in results):  # CLOCK_MONOTONIC: one clock for all processes
+        elapsed = max(r["span"][1] for r in results) - min(r["span"][0] for r in results)
+    else:
+        elapsed = max(r["elapsed"] for r in results)
     ideal = elapsed / mean_hold if mean_hold else 0.0
     out = {
         "counts": counts,
@@ -229,26 +238,29 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         out["gap_us"] = statistics.median(b[0] - a[1] for a, b in pairs) * 1e6
         out["release_us"] = statistics.median(a[2] - a[1] for a, _ in pairs) * 1e6
         out["after_us"] = statistics.median(b[0] - a[2] for a, b in pairs) * 1e6
+        # Sanity: a holder returned from acquire() before the previous one called release().
+        out["overlaps"] = sum(1 for a, b in pairs if b[0] < a[1])
     return out
 
 
 def run_once(
     url: str, processes: bool, workers: int, duration: float, hold: float
 ) -> dict[str, Any]:
-    start_at = time.time() + (1.5 if processes else 0.2)
     if processes:
         ctx = multiprocessing.get_context("spawn")
         out: Any = ctx.Queue()
+        start: Any = ctx.Barrier(workers)
         runners: list[Any] = [
-            ctx.Process(target=contender, args=(url, start_at, duration, hold, out))
+            ctx.Process(target=contender, args=(url, start, duration, hold, out))
             for _ in range(workers)
         ]
     else:
         import queue
 
         out = queue.Queue()
+        start = threading.Barrier(workers)
         runners = [
-            threading.Thread(target=contender, args=(url, start_at, duration, hold, out))
+            threading.Thread(target=contender, args=(url, start, duration, hold, out))
             for _ in range(workers)
         ]
     for r in runners:
@@ -296,6 +308,8 @@ def main() -> None:
             f"      {max(r['spread'] for r in runs):>10.2f} "
             f"{statistics.median(r['mean_hold_ms'] for r in runs):>8.2f}  {note}"
         )
+        if any(r.get("overlaps") for r in runs):
+            print(f"{'':10} MUTUAL EXCLUSION VIOLATED: holds overlapped")
         if all("gap_us" in r for r in runs):
             print(
                 f"{'':10} handover gap p50 {statistics.median(r['gap_us'] for r in runs):.0f} us"
