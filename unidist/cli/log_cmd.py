@@ -128,7 +128,7 @@ def ship_cmd(
 @click.option("--to", "to", required=True, type=click.Path(path_type=Path), help="Directory.")
 @click.option("--track", "tracks", multiple=True, help="Only this track (repeatable).")
 @click.option("--follow", "-f", is_flag=True, help="Keep collecting new records.")
-@click.option("--batch", default=5000, show_default=True, help="Entries per batch.")
+@click.option("--batch", default=5000, show_default=True, help="Records per batch (about).")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between polls.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
