@@ -16,10 +16,13 @@ anything; a writer whose journal was rotated away just fsyncs its own descriptor
 is made only from this sequence:
 
 1. under the object's locks (after the handle has replayed the tail and cut any torn
-   tail), read the current generation, inode and applied end offset ``W``, and ``dup`` the
-   journal descriptor. Every record ending at or below ``W`` is complete (all writes happen
-   under the exclusive flock), and none is a torn fragment (only whole, CRC-valid records
-   count towards the applied offset);
+   tail), read the current generation, inode and applied end offset ``W``, and take a
+   reference to a duplicate of that generation's journal descriptor (:class:`SyncFd`: one
+   ``dup`` per generation, shared by every record written to it and closed once the
+   generation is superseded and no waiter holds it, so no descriptor is duplicated or
+   closed per operation). Every record ending at or below ``W`` is complete (all writes
+   happen under the exclusive flock), and none is a torn fragment (only whole, CRC-valid
+   records count towards the applied offset);
 2. release the object's locks and ``fdatasync`` that descriptor (it flushes the inode,
    whoever wrote the pages); the fsync therefore starts after every covered write completed;
 3. only if it succeeded, publish ``(gen, ino, W)``.
@@ -117,11 +120,26 @@ def decode_claim(data: bytes) -> Claim | None:
     return Claim(gen, ino, end)
 
 
+class SyncFd:
+    """A duplicate of one journal generation's descriptor, shared by the records written to
+    it (reference-counted under :attr:`GroupCommit.cv`; closed when superseded and unused)."""
+
+    __slots__ = ("fd", "gen", "ino", "refs", "retired")
+
+    def __init__(self, fd: int, gen: int, ino: int) -> None:
+        self.fd = fd
+        self.gen = gen
+        self.ino = ino
+        self.refs = 0
+        self.retired = False
+
+
 class Pending(NamedTuple):
-    """A record written but not yet known durable: its claim and a dup of its journal fd."""
+    """A record written but not yet known durable: its claim and its journal's :class:`SyncFd`
+    (one reference, given back by :meth:`GroupCommit.wait` or :meth:`GroupCommit.drop`)."""
 
     claim: Claim
-    fd: int
+    fd: SyncFd
 
 
 class SyncFailed(Exception):
@@ -139,39 +157,94 @@ class GroupCommit:
         dir_fd: the object directory (``sync`` is opened in it lazily, by the leader).
         sync: ``fdatasync`` (looked up per call, so tests can replace it).
         refresh: take the object's locks and return the current journal's claim
-            (generation, inode, applied end) with a dup of its descriptor, or None if the
-            handle cannot do so now (closed, damaged); must not be called with the locks held.
+            (generation, inode, applied end) with a reference to its :class:`SyncFd` (from
+            :meth:`hold`), or None if the handle cannot do so now (closed, damaged); must not
+            be called with the locks held.
     """
 
     def __init__(
         self,
         dir_fd: int,
         sync: Callable[[int], None],
-        refresh: Callable[[], tuple[Claim, int] | None],
+        refresh: Callable[[], tuple[Claim, SyncFd] | None],
     ) -> None:
         self.dir_fd = dir_fd
         self.sync = sync
         self.refresh = refresh
-        self.cv = threading.Condition(threading.Lock())
+        #: guards every field below; ``cv`` waits on it (plain ``with self.lock`` where no
+        #: waiting is involved: no Python-level ``Condition.__enter__`` per operation).
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)
         self.leader = False
         self.synced = NONE
         self.failed = False
         self.closed = False
         self.marker_fd = -1
+        self.cur: SyncFd | None = None
+        #: the marker bytes this process last wrote and the claim they encode (read back
+        #: unchanged, they need no decoding).
+        self.marker_raw = b""
+        self.marker_claim: Claim | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
-        """Close the ``sync`` descriptor (now, or when the current leader is done)."""
+        """Close the ``sync`` descriptor and the journal duplicate (now, or when the last
+        waiter using them is done)."""
         with self.cv:
             self.closed = True
+            cur, self.cur = self.cur, None
+            if cur is not None:
+                self._retire(cur)
             if not self.leader:
                 self._close_marker()
 
     def abandon(self) -> None:
-        """After fork in the child: close our copy of the descriptor, take no lock."""
+        """After fork in the child: close our copies of the descriptors, take no lock."""
         self.closed = True
         _io.close_quietly(self.marker_fd)
         self.marker_fd = -1
+        if self.cur is not None:
+            _io.close_quietly(self.cur.fd)
+            self.cur = None
+
+    # ------------------------------------------------------------------ journal descriptor
+    def hold(self, gen: int, ino: int, journal_fd: int) -> SyncFd:
+        """A reference to the :class:`SyncFd` of journal ``(gen, ino)`` open as
+        ``journal_fd`` (duplicated on the first record of a generation). Call under the
+        object's locks; give it back with :meth:`drop` (or through :meth:`wait`).
+
+        Raises:
+            OSError: ``dup`` failed (no descriptor to spare).
+        """
+        with self.lock:
+            cur = self.cur
+            if cur is None or cur.gen != gen or cur.ino != ino:
+                cur = SyncFd(os.dup(journal_fd), gen, ino)
+                if self.cur is not None:
+                    self._retire(self.cur)
+                if self.closed:
+                    cur.retired = True
+                else:
+                    self.cur = cur
+            cur.refs += 1
+            return cur
+
+    def drop(self, sfd: SyncFd) -> None:
+        """Give back a reference taken by :meth:`hold`."""
+        with self.lock:
+            self._drop(sfd)
+
+    def _drop(self, sfd: SyncFd) -> None:
+        sfd.refs -= 1
+        if sfd.refs <= 0 and sfd.retired:
+            _io.close_quietly(sfd.fd)
+            sfd.fd = -1
+
+    def _retire(self, sfd: SyncFd) -> None:
+        sfd.retired = True
+        if sfd.refs <= 0:
+            _io.close_quietly(sfd.fd)
+            sfd.fd = -1
 
     def _close_marker(self) -> None:
         _io.close_quietly(self.marker_fd)
@@ -179,83 +252,102 @@ class GroupCommit:
 
     def note(self, claim: Claim) -> None:
         """Record a claim made by an fsync that succeeded under the object's locks."""
-        with self.cv:
+        with self.lock:
             if _newer(claim, self.synced):
                 self.synced = claim
 
     # ------------------------------------------------------------------ waiting
     def wait(self, pending: Pending) -> None:
-        """Return once ``pending`` is durable (closes its descriptor in every case).
+        """Return once ``pending`` is durable (gives back its descriptor in every case).
 
         Raises:
             SyncFailed: an fsync this record depended on failed.
         """
+        claim = pending.claim
+        cv = self.cv
+        with self.lock:
+            while True:
+                if self.synced.covers(claim):
+                    self._drop(pending.fd)
+                    return
+                if self.failed:
+                    self._drop(pending.fd)
+                    raise SyncFailed(OSError("an earlier fsync of this journal failed"))
+                if not self.leader:
+                    self.leader = True
+                    mfd = self._marker()
+                    break
+                cv.wait()
+        made = NONE
+        error: OSError | None = None
         try:
-            with self.cv:
-                while True:
-                    if self.synced.covers(pending.claim):
-                        return
-                    if self.failed:
-                        raise SyncFailed(OSError("an earlier fsync of this journal failed"))
-                    if not self.leader:
-                        self.leader = True
-                        mfd = self._marker()
-                        break
-                    self.cv.wait()
-            claim = NONE
-            error: OSError | None = None
-            try:
-                claim = self._lead(pending, mfd)
-            except OSError as exc:
-                error = exc
-            finally:
-                with self.cv:
-                    self.leader = False
-                    if error is not None:
-                        self.failed = True
-                    elif _newer(claim, self.synced):
-                        self.synced = claim
-                    if self.closed:
-                        self._close_marker()
-                    self.cv.notify_all()
-            if error is not None:
-                raise SyncFailed(error)
+            made = self._lead(pending, mfd)
+        except OSError as exc:
+            error = exc
         finally:
-            _io.close_quietly(pending.fd)
+            with self.lock:
+                self.leader = False
+                if error is not None:
+                    self.failed = True
+                elif _newer(made, self.synced):
+                    self.synced = made
+                if self.closed:
+                    self._close_marker()
+                self._drop(pending.fd)
+                cv.notify_all()
+        if error is not None:
+            raise SyncFailed(error)
 
     def _lead(self, pending: Pending, mfd: int) -> Claim:
         """Make ``pending`` durable as the in-process leader; return the newest claim made."""
+        own = pending.fd.fd
         if mfd < 0:
-            self.sync(pending.fd)
+            self.sync(own)
             return pending.claim
         try:
             fcntl.flock(mfd, fcntl.LOCK_EX)
         except OSError:
-            self.sync(pending.fd)
+            self.sync(own)
             return pending.claim
         try:
-            published = _read_marker(mfd)
+            published = self._read_marker(mfd)
             if published is not None and published.covers(pending.claim):
                 return published
-            got = None if _last_writer(pending) else self.refresh()
+            got = None if _last_writer(own, pending.claim) else self.refresh()
             if got is None:
-                claim, fd = pending.claim, -1
+                claim = pending.claim
+                self.sync(own)
             else:
-                claim, fd = got
-            try:
-                self.sync(pending.fd if fd < 0 else fd)
-            finally:
-                _io.close_quietly(fd)
-            if not claim.covers(pending.claim):
-                # The journal was rotated (or replaced) since our write: sync ours too.
-                self.sync(pending.fd)
+                claim, sfd = got
+                try:
+                    self.sync(sfd.fd)
+                finally:
+                    self.drop(sfd)
+                if not claim.covers(pending.claim):
+                    # The journal was rotated (or replaced) since our write: sync ours too.
+                    self.sync(own)
             if published is None or _newer(claim, published):
-                with contextlib.suppress(OSError):
-                    _io.pwrite(mfd, encode_claim(claim), 0)
+                raw = encode_claim(claim)
+                try:
+                    _io.pwrite(mfd, raw, 0)
+                except OSError:
+                    pass  # only a hint for other processes: they fsync themselves
+                else:
+                    self.marker_raw, self.marker_claim = raw, claim
             return claim
         finally:
             with contextlib.suppress(OSError):
                 fcntl.flock(mfd, fcntl.LOCK_UN)
+
+    def _read_marker(self, fd: int) -> Claim | None:
+        """The published claim (call as leader, under the ``sync`` flock)."""
+        try:
+            raw = os.pread(fd, _SIZE, 0)
+        except OSError:
+            return None
+        if raw == self.marker_raw:
+            return self.marker_claim
+        return decode_claim(raw)
 
     def _marker(self) -> int:
         """The ``sync`` descriptor (opened on first use; call under ``cv``), or -1."""
@@ -276,19 +368,12 @@ def _newer(a: Claim, b: Claim) -> bool:
     return a.end > b.end
 
 
-def _last_writer(pending: Pending) -> bool:
-    """Whether nothing was appended after ``pending`` (then nobody else needs our fsync).
+def _last_writer(fd: int, claim: Claim) -> bool:
+    """Whether nothing was appended after ``claim`` (then nobody else needs our fsync).
 
     Only a shortcut: the claim made is then our own record's end, never the file size.
     """
     try:
-        return os.fstat(pending.fd).st_size == pending.claim.end
+        return os.fstat(fd).st_size == claim.end
     except OSError:
         return False
-
-
-def _read_marker(fd: int) -> Claim | None:
-    try:
-        return decode_claim(os.pread(fd, _SIZE, 0))
-    except OSError:
-        return None

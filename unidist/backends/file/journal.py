@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -60,11 +61,44 @@ class RecordTooLarge(ValueError):
 
 
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_DECODER: Final = json.JSONDecoder()
+
+
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """The C encoder :data:`_ENCODER` builds on every call, built once (None where absent).
+
+    No circular-reference bookkeeping: records and snapshots are trees of JSON values. It is
+    used only if it writes exactly what :data:`_ENCODER` writes for a sample record.
+    """
+    try:
+        from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+
+        if c_make_encoder is None:
+            return None
+        enc: Callable[[Any, int], Any] = c_make_encoder(
+            None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False
+        )
+        sample = {"o": "s", "k": 'k\u00e9\n"', "v": [1, -2.5, True, None, {"x": 1e300}]}
+        if "".join(enc(sample, 0)) != _ENCODER.encode(sample):
+            return None
+    except Exception:  # any other interpreter: the portable encoder
+        return None
+    return enc
+
+
+_C_ENCODE: Final = _c_encoder()
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON for a record payload."""
-    return _ENCODER.encode(obj).encode()
+    """Compact UTF-8 JSON for a record payload.
+
+    Raises:
+        ValueError: ``obj`` holds NaN or an infinity.
+        TypeError: ``obj`` holds something that is not JSON.
+    """
+    if _C_ENCODE is None:
+        return _ENCODER.encode(obj).encode()
+    return "".join(_C_ENCODE(obj, 0)).encode()
 
 
 def frame(seq: int, payload: bytes, *, limit: int = MAX_RECORD) -> bytes:
@@ -157,10 +191,11 @@ def _zero_sector_in(raw: bytes, start: int, stop: int, base: int) -> bool:
     return False
 
 
-def decode_payload(payload: bytes | str, path: str, offset: int) -> dict[str, Any]:
-    """Decode a CRC-valid payload; anything but a JSON object is CorruptData."""
+def decode_payload(payload: bytes | str | memoryview, path: str, offset: int) -> dict[str, Any]:
+    """Decode a CRC-valid payload (UTF-8 bytes, or text); anything but a JSON object is
+    CorruptData."""
     try:
-        obj = json.loads(payload)
+        obj = _DECODER.decode(payload if isinstance(payload, str) else str(payload, "utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptData(
             f"{path}: record at offset {offset} passed its checksum but is not valid JSON ({exc})",
@@ -195,13 +230,24 @@ def scan(data: bytes, *, path: str, base: int, next_seq: int, max_len: int = MAX
     """
     buf = memoryview(data)
     out = Scan()
+    records = out.records
     pos = 0
     size = len(buf)
-    while pos < size:
-        hit = _valid_at(buf, pos, max_len)
-        if hit is None:
+    # _valid_at and decode_payload inlined: this loop runs for every record another process
+    # appended before each operation.
+    unpack_head = _HEAD.unpack_from
+    unpack_crc = _CRC.unpack_from
+    crc32 = zlib.crc32
+    decode = _DECODER.decode
+    while size - pos >= HEADER_SIZE:
+        magic, length, seq = unpack_head(buf, pos)
+        start = pos + HEADER_SIZE
+        end = start + length
+        if magic != MAGIC or length > max_len or end > size:
             break
-        seq, length = hit
+        body = buf[start:end]
+        if crc32(body, crc32(buf[pos : pos + _HEAD.size])) != unpack_crc(buf, pos + _HEAD.size)[0]:
+            break
         if seq != next_seq:
             raise CorruptData(
                 f"{path}: record at offset {base + pos} has sequence {seq}, expected {next_seq}"
@@ -209,10 +255,15 @@ def scan(data: bytes, *, path: str, base: int, next_seq: int, max_len: int = MAX
                 path=path,
                 offset=base + pos,
             )
-        payload = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + length])
-        out.records.append((base + pos, seq, decode_payload(payload, path, base + pos)))
+        try:
+            obj = decode(str(body, "utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            obj = None
+        if type(obj) is not dict:
+            obj = decode_payload(body, path, base + pos)  # raises CorruptData
+        records.append((base + pos, seq, obj))
         next_seq += 1
-        pos += HEADER_SIZE + length
+        pos = end
     out.end = base + pos
     if pos < size:
         later = _next_valid(buf, pos + 1, max_len)

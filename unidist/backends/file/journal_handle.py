@@ -53,6 +53,7 @@ from unidist.backends.file._groupcommit import (
     GroupCommit,
     Pending,
     SyncFailed,
+    SyncFd,
 )
 from unidist.backends.file._objects import ObjectState
 from unidist.backends.file._objects_queue import GEN_SHIFT
@@ -274,39 +275,45 @@ class Handle:
         Raises:
             BackendUnavailable: the fsync failed; the handle is poisoned.
         """
-        pending, self.pending = self.pending, None
+        pending = self.pending
+        if pending is None:
+            self._unlock()
+            return
+        self.pending = None
         try:
             self._unlock()
         finally:
-            if pending is not None:
-                self._await(pending)
+            self._await(pending)
 
     def _unlock(self) -> None:
         try:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        except OSError:
+            pass  # closing the descriptor releases it anyway
         finally:
             self.tlock.release()
 
     def _await(self, pending: Pending) -> None:
         """Wait (without the object's locks) until ``pending`` is durable."""
-        assert self.gc is not None
+        gc = self.gc
+        assert gc is not None
         if self.poisoned is not None:
-            _io.close_quietly(pending.fd)
+            gc.drop(pending.fd)
             raise BackendUnavailable(self.poisoned, url=self.cfg.url)
         try:
-            self.gc.wait(pending)
+            gc.wait(pending)
         except SyncFailed as exc:
             raise self._poison(exc.cause, "fsync", truncate=False) from exc.cause
 
-    def _refresh(self) -> tuple[Claim, int] | None:
-        """For the group-commit leader: the current journal's claim and a dup of its fd."""
+    def _refresh(self) -> tuple[Claim, SyncFd] | None:
+        """For the group-commit leader: the current journal's claim and its descriptor."""
+        assert self.gc is not None
         try:
             self.acquire()
         except (Reopen, CorruptData, BackendUnavailable):
             return None
         try:
-            return Claim(self.gen, self.ino, self.offset), os.dup(self.fd)
+            return Claim(self.gen, self.ino, self.offset), self.gc.hold(self.gen, self.ino, self.fd)
         except OSError:
             return None
         finally:
@@ -665,25 +672,28 @@ class Handle:
         return state
 
     # ------------------------------------------------------------------ writing
-    def commit(self, op: dict[str, Any]) -> Any:
+    def commit(self, op: dict[str, Any], payload: bytes | None = None) -> Any:
         """Append ``op`` to the journal (durable per fsync mode), apply it, return its result.
 
         Must be called while holding :meth:`acquire`. The record is written with one
         ``write``; under ``fsync=always`` it is made durable by group commit in
         :meth:`release` (after the locks are dropped), which returns only once it is on disk.
+        ``payload``, when given, is ``op`` already encoded exactly as
+        :func:`~.journal.dumps` would (a caller's cheaper encoding of a fixed shape).
 
         Raises:
             RecordTooLarge: the record exceeds the size limit; nothing was written.
             BackendUnavailable: the write or fsync failed; the handle is poisoned.
         """
         assert self.state is not None
-        rec = frame(self.seq + 1, dumps(op))
-        self._append(rec, inline=self.gc is None)
+        rec = frame(self.seq + 1, dumps(op) if payload is None else payload)
+        gc = self.gc
+        self._append(rec, inline=gc is None)
         result = self._apply(op, self._jpath(self.gen), self.offset)
         self.offset += len(rec)
         self.seq += 1
         self.nrec += 1
-        if self.gc is not None:
+        if gc is not None:
             self._defer_sync()
         if (self.nrec >= self.compact_at or self.offset >= COMPACT_BYTES) and (
             self.offset >= self.snap_bytes
@@ -693,21 +703,22 @@ class Handle:
 
     def _defer_sync(self) -> None:
         """Leave the fsync of the record just written to group commit (in :meth:`release`)."""
-        assert self.gc is not None
+        gc = self.gc
+        assert gc is not None
         claim = Claim(self.gen, self.ino, self.offset)
         try:
-            fd = os.dup(self.fd)
+            sfd = gc.hold(self.gen, self.ino, self.fd)
         except OSError:
             # No descriptor to spare: sync now, under the locks, as without group commit.
             try:
                 _fdatasync(self.fd)
             except OSError as exc:
                 raise self._poison(exc, "fsync") from exc
-            self.gc.note(claim)
+            gc.note(claim)
             return
         if self.pending is not None:
-            _io.close_quietly(self.pending.fd)
-        self.pending = Pending(claim, fd)
+            gc.drop(self.pending.fd)
+        self.pending = Pending(claim, sfd)
 
     def _append(self, rec: bytes, *, inline: bool = True) -> None:
         """Write ``rec``; fsync it now per the fsync mode unless ``inline`` is false."""
@@ -716,15 +727,13 @@ class Handle:
             mode = self.cfg.fsync_mode if inline else "never"
             if mode == "always":
                 _fdatasync(self.fd)
-            elif mode == "batch":
-                now = time.monotonic()
-                if now - self.last_sync >= self.cfg.fsync_interval:
-                    _fdatasync(self.fd)
-                    self.last_sync = now
-                    self.dirty = False
-                else:
-                    self.dirty = True
-                    self.cfg.schedule_flush(self)
+            elif mode == "batch" and not self.dirty:
+                # The flusher thread syncs it within fsync_interval, never under the object's
+                # flock (an fsync there would stall every process). Already dirty means
+                # already handed to the flusher (queued, or taken and waiting for our lock):
+                # it syncs this record too, so nothing is done per record.
+                self.dirty = True
+                self.cfg.schedule_flush(self)
         except OSError as exc:
             raise self._poison(exc, "write") from exc
 

@@ -29,6 +29,7 @@ retry-then-success, see RELIABILITY rule 5). Calls that change nothing write not
 
 from __future__ import annotations
 
+import json
 import operator
 import os
 import secrets
@@ -72,6 +73,9 @@ _FAMILIES: Final[dict[str, tuple[str, type[ObjectState], str]]] = {
 }
 
 _STORES: weakref.WeakSet[FileStoreMixin] = weakref.WeakSet()
+
+#: a str as a JSON string literal, as :func:`~.journal.dumps` writes it (C-accelerated).
+_jstr: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 
 def _after_fork_in_child() -> None:
@@ -248,23 +252,43 @@ class FileStoreMixin:
                         del self._handles[old_key]
             return h
 
+    def _acquire(self, kind: str, name: str, create: bool) -> tuple[Handle, Any] | None:
+        """Hold the object (see :meth:`Handle.acquire`): its handle and current state, or
+        None if it does not exist and ``create`` is false. Pair with ``handle.release()``.
+
+        The handle of a name in use is found with one dict lookup (its name was checked when
+        it was opened); anything else goes through :meth:`_handle`.
+        """
+        key = (_FAMILIES[kind][0], name)
+        h = self._handles.get(key)
+        if h is not None:
+            try:
+                self._handles.move_to_end(key)  # recently used: evicted last
+            except KeyError:
+                h = None  # evicted by another thread just now
+        for _ in range(100):
+            if h is None or h.closed or os.getpid() != self._pid:
+                h = self._handle(kind, name, create)
+                if h is None:
+                    return None
+            try:
+                return h, h.acquire()
+            except Reopen:
+                h = None
+        raise BackendUnavailable(f"could not open {kind} {name!r}", url=self._cfg.url)
+
     def _run(
         self, kind: str, name: str, fn: Callable[[Handle, Any], T], *, create: bool, default: T
     ) -> T:
         """Run ``fn(handle, state)`` under the object's locks; ``default`` if it does not exist."""
-        for _ in range(100):
-            h = self._handle(kind, name, create)
-            if h is None:
-                return default
-            try:
-                st = h.acquire()
-            except Reopen:
-                continue
-            try:
-                return fn(h, st)
-            finally:
-                h.release()
-        raise BackendUnavailable(f"could not open {kind} {name!r}", url=self._cfg.url)
+        got = self._acquire(kind, name, create)
+        if got is None:
+            return default
+        h, st = got
+        try:
+            return fn(h, st)
+        finally:
+            h.release()
 
     def _names(self, kind: str) -> list[str]:
         family, _, _ = _FAMILIES[kind]
@@ -337,12 +361,17 @@ class FileStoreMixin:
             OverflowError: the result leaves the signed 64-bit range; nothing is written.
         """
         delta = operator.index(delta)
-
-        def op(h: Handle, st: CounterState) -> int:
-            new = _check_i64(st.value + delta, f"counter {name!r} + {delta} =")
-            return cast(int, h.commit({"v": new}))
-
-        return self._run("counter", name, op, create=True, default=0)
+        got = self._acquire("counter", name, True)
+        assert got is not None
+        h, st = got
+        try:
+            new = st.value + delta
+            if not INT64_MIN <= new <= INT64_MAX:
+                _check_i64(new, f"counter {name!r} + {delta} =")
+            # The record {"v": new}, encoded directly (what journal.dumps would write).
+            return cast(int, h.commit({"v": new}, b'{"v":%d}' % new))
+        finally:
+            h.release()
 
     def counter_get(self, name: str) -> int:
         """The current value (0 for a counter never written)."""
@@ -366,13 +395,14 @@ class FileStoreMixin:
     # ------------------------------------------------------------------ state buckets
     def state_get(self, bucket: str, key: str) -> str | None:
         """The stored JSON text of ``key`` or None."""
-        return self._run(
-            "state",
-            bucket,
-            lambda h, st: cast(BucketState, st).data.get(key),
-            create=False,
-            default=None,
-        )
+        got = self._acquire("state", bucket, False)
+        if got is None:
+            return None
+        h, st = got
+        try:
+            return cast(BucketState, st).data.get(key)
+        finally:
+            h.release()
 
     def state_set(self, bucket: str, key: str, value: str) -> None:
         """Store ``value`` under ``key`` (one durable record).
@@ -380,9 +410,18 @@ class FileStoreMixin:
         Raises:
             RecordTooLarge: the record would exceed 256 MiB; nothing is written.
         """
-        _fits(key, value)
+        if len(key) + len(value) > MAX_RECORD:
+            _fits(key, value)
         op = {"o": "s", "k": key, "v": value}
-        self._run("state", bucket, lambda h, st: h.commit(op), create=True, default=None)
+        # The record encoded directly (what journal.dumps would write), before any lock.
+        payload = ('{"o":"s","k":' + _jstr(key) + ',"v":' + _jstr(value) + "}").encode()
+        got = self._acquire("state", bucket, True)
+        assert got is not None
+        h, _ = got
+        try:
+            h.commit(op, payload)
+        finally:
+            h.release()
 
     def state_update(self, bucket: str, items: Mapping[str, str]) -> None:
         """Store every pair at once: one record, so all or none survive a crash.
