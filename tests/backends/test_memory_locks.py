@@ -65,3 +65,29 @@ def test_an_idle_store_does_not_rewrite_its_snapshot(tmp_path: Path) -> None:
         assert snap.stat().st_mtime_ns == written
     finally:
         be.close()
+
+
+def test_a_fast_path_gate_left_held_without_holder_is_taken_over(tmp_path: Path) -> None:
+    """An exception between taking a lock's fast-path gate and recording the holder (a
+    KeyboardInterrupt there) leaves the gate held by nobody: a blocking acquire takes the lock
+    over after FAST_GATE_STUCK seconds instead of hanging, and the lock works on afterwards."""
+    be = MemoryBackend.from_url("memory://stuck")
+    try:
+        be.FAST_GATE_STUCK = 0.2  # type: ignore[misc]
+        lock = unidist.SharedLock("stuck", backend=be)
+        assert lock.acquire(blocking=False)
+        lock.release()
+        # What the interrupted acquire leaves behind: the gate held, no holder recorded.
+        assert be._fast["stuck"].acquire(False)
+        assert lock.owner() is None
+        started = time.monotonic()
+        assert lock.acquire(timeout=10)
+        assert time.monotonic() - started >= 0.2
+        assert lock.owner() is not None
+        lock.release()
+        for _ in range(3):
+            assert lock.acquire(blocking=False)
+            lock.release()
+        assert not lock.locked()
+    finally:
+        be.close()

@@ -170,6 +170,9 @@ class MemoryBackend(Backend):
         "archive": opt_str,
     }
     scope: ClassVar[Scope] = "process"
+    #: seconds a lock's fast-path gate may stay held with no holder recorded before the
+    #: general path takes it over (see _lock_get; only an interrupted acquire/release).
+    FAST_GATE_STUCK: ClassVar[float] = 5.0
 
     def __init__(self, parsed: ParsedURL) -> None:
         super().__init__(parsed)
@@ -455,6 +458,7 @@ class MemoryBackend(Backend):
             if create:
                 lk = self._locks[name] = _Lock()
             return lk
+        stuck_since: float | None = None
         while True:
             try:
                 token, (acquired_at, info) = fast.held.popitem()
@@ -471,8 +475,16 @@ class MemoryBackend(Backend):
                 lk = self._locks[name] = _Lock()
                 return lk
             # A fast acquire holds the gate but has not recorded itself yet, or a fast release
-            # removed its record but has not freed the gate yet: let that thread finish.
-            time.sleep(0)
+            # removed its record but has not freed the gate yet: let that thread finish (it
+            # needs no mutex). Only an exception raised in between (KeyboardInterrupt) leaves
+            # the gate so: after FAST_GATE_STUCK seconds the record adopts the gate.
+            now = time.monotonic()
+            if stuck_since is None:
+                stuck_since = now
+            elif now - stuck_since > self.FAST_GATE_STUCK:
+                lk = self._locks[name] = _Lock()
+                return lk
+            time.sleep(0 if now - stuck_since < 0.01 else 0.001)
 
     def _lock_settle(self, name: str, lk: _Lock) -> None:
         """Drop ``lk`` once it has no slot and no waiter (handing the name back to its fast
