@@ -13,6 +13,12 @@ swap) can still believe it holds the lock after another process took it. Use fen
 Waiting: blocked acquirers register as waiters and are served in registration order (FIFO),
 so no waiter starves; a waiter that dies lapses after a few seconds. Waits are woken by the
 release, not by polling, where the backend can do so.
+
+Speed: an in-process backend (``memory://``) may offer a fast path for a lock without ttl
+(:meth:`Backend.lock_fast_path`): while nobody waits, acquire+release are a few C calls on a
+real ``threading.Lock``, with the same tokens, owner records and FIFO handover as otherwise.
+The owner record of such an acquisition reads the thread's name when the record is read (a
+thread renamed while holding the lock shows its new name).
 """
 
 from __future__ import annotations
