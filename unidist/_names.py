@@ -19,12 +19,14 @@ _VALID_CACHE_SIZE: Final = 100_000
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_\-:@][A-Za-z0-9._\-:@]{0,199}")
 
 
-def check_name(name: object, what: str = "name") -> str:
+def check_name(name: object, what: str = "name", *, cache: bool = True) -> str:
     """Return ``name`` if it is a valid primitive name, else raise :class:`InvalidName`.
 
     Args:
         name: the candidate name.
         what: what the name is for, used in the error message (``"lock name"``, ...).
+        cache: remember a valid name so that its next check is one set lookup (pass False
+            for one-off values such as message ids, which would crowd out object names).
 
     Raises:
         InvalidName: ``name`` is not a str, is empty, longer than 200 characters, starts with
@@ -45,6 +47,6 @@ def check_name(name: object, what: str = "name") -> str:
         raise InvalidName(
             f"{what} {name!r} contains {bad!r}; allowed are letters, digits and '._-:@'"
         )
-    if len(_VALID) < _VALID_CACHE_SIZE:
+    if cache and len(_VALID) < _VALID_CACHE_SIZE:
         _VALID.add(name)
     return name

@@ -190,7 +190,7 @@ class MessageQueue(Primitive):
             msg_id = uuid.uuid4().hex
             self._backend.queue_put(self._name, msg_id, text, delay, priority, new_id=True)
         else:
-            msg_id = check_name(id, "message id")
+            msg_id = check_name(id, "message id", cache=False)
             self._backend.queue_put(self._name, msg_id, text, delay, priority)
         return msg_id
 
@@ -246,7 +246,7 @@ class MessageQueue(Primitive):
         else:
             if isinstance(ids, (str, bytes, bytearray)):
                 raise TypeError("ids must be an iterable of message ids, not a single str")
-            msg_ids = [check_name(i, "message id") for i in ids]
+            msg_ids = [check_name(i, "message id", cache=False) for i in ids]
             if len(msg_ids) != len(texts):
                 raise ValueError(f"got {len(msg_ids)} ids for {len(texts)} bodies")
         if texts:

@@ -99,7 +99,7 @@ class RedisBatchMixin:
         fresh = new_ids and _HEX_IDS.fullmatch("".join([item[0] for item in items])) is not None
         for msg_id, body, delay, priority in items:
             if not fresh or len(msg_id) != 32:
-                check_name(msg_id, "message id")
+                check_name(msg_id, "message id", cache=False)
             if not isinstance(body, str):
                 raise TypeError(
                     f"values cross the backend interface as JSON text, not {type(body)}"
