@@ -15,8 +15,8 @@ so no waiter starves; a waiter that dies lapses after a few seconds. Waits are w
 release, not by polling, where the backend can do so.
 
 Speed: an in-process backend (``memory://``) may offer a fast path for a lock without ttl
-(:meth:`Backend.lock_fast_path`): while nobody waits, acquire+release are a few C calls on a
-real ``threading.Lock``, with the same tokens, owner records and FIFO handover as otherwise.
+(:meth:`Backend.lock_fast_path`): while nobody waits, acquire+release are a few dict
+operations, with the same tokens, owner records and FIFO handover as otherwise.
 The owner record of such an acquisition reads the thread's name when the record is read (a
 thread renamed while holding the lock shows its new name).
 """
@@ -71,9 +71,8 @@ class _LockBase(Primitive):
     __slots__ = (
         "__weakref__",
         "_fast",
-        "_fast_acquire",
+        "_fast_gate",
         "_fast_held",
-        "_fast_release",
         "_fast_token",
         "_fast_tokens",
         "_grants",
@@ -120,8 +119,7 @@ class _LockBase(Primitive):
         self._fast_token: int | None = None
         fast = self._fast = self._backend.lock_fast_path(self._name, limit, ttl)
         # The fast path's parts, bound once (see LockFastPath); an empty table without one.
-        self._fast_acquire = None if fast is None else fast.acquire
-        self._fast_release = None if fast is None else fast.release
+        self._fast_gate: MutableMapping[int, bool] = {} if fast is None else fast.gate
         self._fast_tokens = None if fast is None else fast.tokens
         self._fast_held: MutableMapping[int, tuple[float, Mapping[str, JSON]]] = (
             {} if fast is None else fast.held
@@ -185,8 +183,7 @@ class _LockBase(Primitive):
             timeout = check_timeout(timeout)
             if not blocking:
                 raise ValueError("can't specify a timeout for a non-blocking call")
-        fast_acquire = self._fast_acquire
-        if fast_acquire is not None and fast_acquire(False):
+        if self._fast_gate.pop(0, None) is not None:
             # Uncontended: a few C calls (LockFastPath). No renewer: there is no ttl here.
             token = next(self._fast_tokens)  # type: ignore[arg-type]
             owner: Mapping[str, JSON]
@@ -232,8 +229,7 @@ class _LockBase(Primitive):
 
     def __enter__(self) -> _LockBase:
         """Acquire (blocking, no timeout) and return self."""
-        fast_acquire = self._fast_acquire
-        if fast_acquire is not None and fast_acquire(False):  # acquire(), inlined
+        if self._fast_gate.pop(0, None) is not None:  # acquire(), inlined
             token = next(self._fast_tokens)  # type: ignore[arg-type]
             owner: Mapping[str, JSON]
             if memberships:
@@ -261,7 +257,7 @@ class _LockBase(Primitive):
         if token is not None:
             self._fast_token = None
             if self._fast_held.pop(token, None) is not None:
-                self._fast_release()  # type: ignore[misc]  # set whenever there is a token
+                self._fast_gate[0] = True
                 return
             self._release(token)
             return
@@ -304,7 +300,7 @@ class _LockBase(Primitive):
             # takeover by the backend's general path removes it first).
             self._fast_token = None
             if self._fast_held.pop(token, None) is not None:
-                self._fast_release()  # type: ignore[misc]  # set whenever there is a token
+                self._fast_gate[0] = True
                 return
             self._release(token)
             return

@@ -24,7 +24,7 @@ Conventions every backend keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
@@ -71,15 +71,16 @@ class LockFastPath(Protocol):
     :meth:`Backend.lock_fast_path`): the backend's own state of the name, which a lock object
     updates directly, so that an uncontended acquire+release costs a few C calls.
 
-    Acquire: ``acquire(False)``; when it returns True, draw ``token = next(tokens)`` and
-    record ``held[token] = (acquired_at, owner_info)`` (Unix seconds, owner record). Release:
-    ``held.pop(token, None)``; only when that returns the record, call ``release()``. When it
-    does not, the acquisition was moved to the general path (a waiter came, a renewal, a
-    break): call ``lock_release(name, holder(token))``, which tells the cases apart.
+    Acquire: ``gate.pop(0, None)`` (atomic; ``gate`` holds the key 0 while the lock is free
+    and nobody waits); when that returns a value, draw ``token = next(tokens)`` and record
+    ``held[token] = (acquired_at, owner_info)`` (Unix seconds, owner record). Release:
+    ``held.pop(token, None)``; only when that returns the record, give the gate back with
+    ``gate[0] = True``. When it does not, the acquisition was moved to the general path (a
+    waiter came, a renewal, a break): call ``lock_release(name, holder(token))``, which tells
+    the cases apart.
     """
 
-    acquire: Callable[[bool], bool]
-    release: Callable[[], object]
+    gate: MutableMapping[int, bool]
     tokens: Iterator[int]
     held: MutableMapping[int, tuple[float, Mapping[str, JSON]]]
 

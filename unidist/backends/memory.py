@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -102,30 +102,40 @@ _FAST_HOLDER = "fast:"  # holder ids of fast acquisitions: "fast:<token>" (never
 
 
 class _FastLock:
-    """The uncontended shortcut of one lock name (limit 1, no lease): a real ``threading.Lock``
-    that lock objects take and record themselves in directly (see ``LockFastPath``).
+    """The uncontended shortcut of one lock name (limit 1, no lease), which lock objects take
+    and record themselves in directly (see ``LockFastPath``).
 
-    ``gate`` is held while the name has a holder: either a fast holder, recorded in ``held``
-    (token -> (acquired_at, owner info)), or the general path, which holds the gate for as long
-    as the name has a record in ``MemoryBackend._locks`` (slots or waiters). So a fast acquire
-    never overtakes a registered waiter, and the general path takes a fast holder over into a
-    record (``MemoryBackend._lock_get``) before it does anything else with the name.
+    ``gate`` holds the key 0 while the name is free; taking the lock is ``gate.pop(0, None)``
+    (atomic, and cheaper than a ``threading.Lock``'s ``acquire(False)``, whose arguments are
+    parsed on every call), giving it back ``gate[0] = True``. The gate is taken while the name
+    has a holder: either a fast holder, recorded in ``held`` (token -> (acquired_at, owner
+    info)), or the general path, which keeps the gate for as long as the name has a record
+    in ``MemoryBackend._locks`` (slots or waiters). So a fast acquire never overtakes a
+    registered waiter, and the general path takes a fast holder over into a record
+    (``MemoryBackend._lock_get``) before it does anything else with the name.
 
     A fast acquire takes the gate, then records itself; a fast release removes its record,
-    then frees the gate. Removing a record is ``dict.pop``, atomic, so exactly one of the
-    holder's release and the general path's takeover gets it and frees (or keeps) the gate.
-    Tokens: only the gate's owner draws from ``tokens``, the name's fencing-token sequence.
+    then gives the gate back. Removing a record is ``dict.pop``, atomic, so exactly one of
+    the holder's release and the general path's takeover gets it and gives back (or keeps)
+    the gate. Tokens: only the gate's taker draws from ``tokens``, the name's fencing-token
+    sequence.
     """
 
-    __slots__ = ("acquire", "gate", "held", "release", "synced", "tokens")
+    __slots__ = ("gate", "held", "synced", "tokens")
 
-    def __init__(self, last_token: int) -> None:
-        self.gate = threading.Lock()
-        self.acquire: Callable[[bool], bool] = self.gate.acquire
-        self.release: Callable[[], object] = self.gate.release
+    def __init__(self, last_token: int, free: bool) -> None:
+        self.gate: MutableMapping[int, bool] = {0: True} if free else {}
         self.tokens: Iterator[int] = itertools.count(last_token + 1)
         self.held: MutableMapping[int, tuple[float, Mapping[str, JSON]]] = {}
         self.synced = last_token  # the token drawn by the last _sync_tokens
+
+    def take(self) -> bool:
+        """Take the gate if it is free."""
+        return self.gate.pop(0, None) is not None
+
+    def give(self) -> None:
+        """Give the gate back (only its taker does)."""
+        self.gate[0] = True
 
     def holder(self, token: int) -> str:
         return f"{_FAST_HOLDER}{token}"
@@ -442,9 +452,10 @@ class MemoryBackend(Backend):
         with self._mutex:
             fast = self._fast.get(name)
             if fast is None:
-                fast = self._fast[name] = _FastLock(self._tokens.get(name, 0))
-                if name in self._locks:
-                    fast.gate.acquire()  # the general path holds the name (see _FastLock)
+                # Taken already when the general path holds the name (see _FastLock).
+                fast = self._fast[name] = _FastLock(
+                    self._tokens.get(name, 0), name not in self._locks
+                )
             return fast
 
     def _lock_get(self, name: str, create: bool = False) -> _Lock | None:
@@ -471,7 +482,7 @@ class MemoryBackend(Backend):
                 return lk
             if not create:
                 return None  # free (a fast acquire/release half done counts as not yet/already)
-            if fast.gate.acquire(False):
+            if fast.take():
                 lk = self._locks[name] = _Lock()
                 return lk
             # A fast acquire holds the gate but has not recorded itself yet, or a fast release
@@ -493,7 +504,7 @@ class MemoryBackend(Backend):
             del self._locks[name]
             fast = self._fast.get(name)
             if fast is not None:
-                fast.gate.release()
+                fast.give()
 
     def _next_token(self, name: str) -> int:
         """Draw the next fencing token of ``name`` (with the mutex, and the gate if any)."""
@@ -591,7 +602,7 @@ class MemoryBackend(Backend):
             fast = self._fast.get(name)
             token = int(holder[len(_FAST_HOLDER) :])
             if fast is not None and fast.held.pop(token, None) is not None:
-                fast.release()
+                fast.give()
                 return True
         with self._mutex:
             lk = self._locks.get(name)
