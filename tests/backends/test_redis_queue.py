@@ -347,19 +347,18 @@ def _server_commands(client: redis.Redis) -> dict[str, int]:
     return {name: n for name, n in calls.items() if name.split("|")[0] not in skip}
 
 
-def test_put_and_get_run_eleven_server_commands() -> None:
-    """Issue #11: each command inside a script costs a few µs, so a put is 6 commands and
-    a get 5 (the body lives in the message record: no separate body hash)."""
+def test_put_get_receive_ack_server_commands() -> None:
+    """Issue #11: each command inside a script costs a few µs, so a put is 6 commands, a get
+    4 and an ack 3, also for the last message (the body lives in the message record, and
+    the bookkeeping keys of an emptied queue go with the next take that finds it empty)."""
     with RedisServer() as server:
         be = RedisBackend.from_url(server.url)
         assert isinstance(be, RedisBackend)
         client = redis.Redis.from_url(server.url, decode_responses=True)
         try:
-            # Scripts loaded, thread's put record present, one message left queued (so the
-            # get does not find the queue empty and delete its bookkeeping keys).
+            # Scripts loaded and the thread's put record present.
             assert be.queue_put("q", "warm", '"w"', 0, 0) is True
             assert be.queue_get("q", 5) is not None
-            assert be.queue_put("q", "keep", '"k"', 0, 0) is True
             client.config_resetstat()
             assert be.queue_put("q", "m", '"a"', 0, 0) is True
             put = _server_commands(client)
@@ -367,12 +366,25 @@ def test_put_and_get_run_eleven_server_commands() -> None:
             d = be.queue_get("q", 5)
             got = _server_commands(client)
             assert d is not None
-            assert d.id == "keep"
-            assert d.body == '"k"'
+            assert (d.id, d.body, d.attempts, d.receipt) == ("m", '"a"', 1, "")
             assert sum(put.values()) == 6, put
-            assert sum(got.values()) == 5, got
-            assert client.exists("unidist:{q:q}:m") == 1
+            assert got == {"exists": 1, "zpopmin": 1, "hget": 1, "hdel": 1}, got
+            assert client.hlen("unidist:{q:q}:m") == 0
             assert client.keys("unidist:{q:q}:b") == []
+            assert be.queue_put("q", "m2", '"b"', 0, 0) is True
+            client.config_resetstat()
+            d = be.queue_receive("q", 30, 5)
+            assert d is not None
+            received = _server_commands(client)
+            client.config_resetstat()
+            assert be.queue_ack("q", d.id, d.receipt) is True
+            acked = _server_commands(client)
+            assert sum(received.values()) == 6, received
+            assert acked == {"hget": 1, "zrem": 1, "hdel": 1}, acked
+            # The next take finds the queue empty and deletes its bookkeeping keys.
+            assert client.keys("unidist:{q:q}:[sn]") != []
+            assert be.queue_get("q", 5) is None
+            assert client.keys("unidist:*") == [f"unidist:{{q:q}}:r:{be._caller()}"]
         finally:
             client.close()
             be.close()

@@ -133,6 +133,8 @@ REQUEST_TTL_MS: Final = 300_000
 PROMOTE_BATCH: Final = 1000
 """Due delayed / expired in-flight messages moved per receive."""
 _SCAN_COUNT: Final = 1000
+_PUT_KEYS_CACHE: Final = 1024
+"""Queue names whose put keys each thread keeps (see ``RedisBackend._put_keys``)."""
 
 
 def _opt_positive(text: str) -> float:
@@ -171,6 +173,9 @@ def _priority_rank(priority: int) -> str:
     if not INT64_MIN <= priority <= INT64_MAX:
         raise ValueError(f"priority {priority} is outside the signed 64-bit range")
     return f"{INT64_MAX - priority:016x}"
+
+
+_RANK_0: Final = _priority_rank(0)
 
 
 def _priority_of(rank: str) -> int:
@@ -756,18 +761,38 @@ class RedisBackend(RedisBatchMixin, Backend):
             OutcomeUnknown: the reply was lost and the retry budget ran out; putting the same
                 id again is safe.
         """
-        keys = self.keys.queue(name)
-        check_name(msg_id, "message id")
+        keys = self._put_keys(name)
+        if not new_id:  # an id made by MessageQueue.put is 32 hex digits already
+            check_name(msg_id, "message id")
         args: list[str | int] = [
             msg_id,
             _text(body),
-            _us(delay),
-            _priority_rank(priority),
-            secrets.token_hex(8),
+            _us(delay) if delay else 0,
+            _priority_rank(priority) if priority else _RANK_0,
+            os.urandom(8).hex(),
             REQUEST_TTL_MS,
         ]
-        record = _keys.KeySpace.request_record(keys[0][:-2], self._caller())
-        return bool(self._run("queue_put", [*keys, record], args, Policy.DEDUPED))
+        return bool(self._run("queue_put", keys, args, Policy.DEDUPED))
+
+    def _put_keys(self, name: str) -> list[str]:
+        """The keys of ``queue_put.lua`` for this thread (a cached list: do not modify it).
+
+        The last one is the calling thread's put record, so the cache is per thread and
+        per process (a forked child has its own records)."""
+        local = self._local
+        cache: dict[str, list[str]] | None = getattr(local, "put_keys", None)
+        if cache is None or local.put_keys_pid != os.getpid():
+            cache = local.put_keys = {}
+            local.put_keys_pid = os.getpid()
+        found = cache.get(name)
+        if found is None:
+            k = self.keys.queue(name)
+            record = _keys.KeySpace.request_record(k[0][:-2], self._caller())
+            found = [k[0], k[1], k[2], k[5], k[6], record]
+            if len(cache) >= _PUT_KEYS_CACHE:
+                cache.clear()
+            cache[name] = found
+        return found
 
     def _take(
         self, name: str, mode: str, visibility: float, max_attempts: int, consumer: str = ""
@@ -777,32 +802,36 @@ class RedisBackend(RedisBatchMixin, Backend):
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         # A lost receive reply is harmless to retry (the lost delivery comes back after its
         # visibility timeout); a lost get reply means the message is gone: never retried.
+        receipt_part = ""
         if mode == "r":
-            policy, receipt_part = Policy.SAFE, secrets.token_hex(8)
+            receipt_part = os.urandom(8).hex()
+            args: list[str | int] = [
+                "r",
+                max_attempts,
+                PROMOTE_BATCH,
+                _us(visibility),
+                receipt_part,
+                consumer,
+            ]
+            reply = self._run("queue_take", keys, args, Policy.SAFE)
         else:  # a get has no receipt
-            policy, receipt_part = Policy.NEVER, ""
-        reply = self._run(
-            "queue_take",
-            keys,
-            [mode, _us(visibility), max_attempts, receipt_part, PROMOTE_BATCH, consumer],
-            policy,
-        )
-        waits = self._waits()
-        if int(reply[0]) == 0:
+            reply = self._run("queue_take", keys, ["g", max_attempts, PROMOTE_BATCH], Policy.NEVER)
+        if reply[0] == 0:
             hint = int(reply[1])
-            waits["q:" + name] = None if hint < 0 else time.monotonic() + hint / 1_000_000
+            self._waits()["q:" + name] = None if hint < 0 else time.monotonic() + hint / 1e6
             return None
-        waits.pop("q:" + name, None)
-        _, msg_id, record, attempts, receipt, rank, enqueued = reply
-        # The record's body follows its fifth space (returned whole: no copy in the script).
-        return Delivery(
-            id=msg_id,
-            body=record.split(" ", 5)[5],
-            attempts=int(attempts),
-            receipt=receipt or "",
-            priority=_priority_of(rank),
-            enqueued_at=_seconds(enqueued),
-        )
+        waits = getattr(self._local, "waits", None)
+        if waits:
+            waits.pop("q:" + name, None)
+        # The record as it was before this delivery: the delivery adds one attempt, and a
+        # receive the receipt the script wrote ("attempts.random[/consumer]").
+        attempts, enqueued, _nonce, rank, _old, body = reply[1].split(" ", 5)
+        n = int(attempts) + 1
+        if receipt_part:
+            receipt = f"{n}.{receipt_part}/{consumer}" if consumer else f"{n}.{receipt_part}"
+        else:
+            receipt = ""
+        return Delivery(rank[32:], body, n, receipt, _priority_of(rank), int(enqueued) / 1e6)
 
     def queue_receive(
         self,
