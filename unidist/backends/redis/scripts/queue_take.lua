@@ -29,7 +29,8 @@ end
 local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+) ()'
 
 -- One EXISTS instead of two range reads while nothing is delayed or in flight.
-if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+local pending = redis.call('EXISTS', KEYS[3], KEYS[4]) > 0
+if pending then
   clock()
   local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, batch)
   for _, id in ipairs(due) do
@@ -61,11 +62,13 @@ while true do
   local first = redis.call('ZPOPMIN', KEYS[2])
   if #first == 0 then
     local nxt = -1
-    local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-    if d[2] then nxt = tonumber(d[2]) end
-    local f = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    if f[2] and (nxt < 0 or tonumber(f[2]) < nxt) then nxt = tonumber(f[2]) end
-    if nxt >= 0 then nxt = math.max(nxt - clock(), 0) end
+    if pending then
+      local d = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+      if d[2] then nxt = tonumber(d[2]) end
+      local f = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+      if f[2] and (nxt < 0 or tonumber(f[2]) < nxt) then nxt = tonumber(f[2]) end
+      if nxt >= 0 then nxt = math.max(nxt - clock(), 0) end
+    end
     -- Nothing is ready: pending wake-ups are stale, and an empty queue keeps no keys.
     if redis.call('HLEN', KEYS[1]) == 0 then
       redis.call('DEL', KEYS[6], KEYS[7])
