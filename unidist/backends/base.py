@@ -460,7 +460,7 @@ class Backend(abc.ABC):
 
         Atomicity: this default puts the messages one by one (each put atomic; another client
         may take the first messages before the last is stored, and an error part-way leaves
-        the earlier ones stored). Redis and file override it: the whole batch is one step
+        the earlier ones stored). Every built-in backend overrides it: the whole batch is one step
         that takes effect completely or not at all.
 
         Returns:

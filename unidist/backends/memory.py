@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -417,7 +417,6 @@ class MemoryBackend(Backend):
                     if known is not None:
                         q.dead.pop(known.id, None)
                         known.attempts = int(eff[3])
-                        known.seq = next(self._seq)
                         self._restore_state(q, known, eff[4], float(eff[5]))
                 elif kind == "d":
                     q = self._queue(eff[1])
@@ -842,7 +841,6 @@ class MemoryBackend(Backend):
             _, _, mid = heapq.heappop(q.delayed)
             m = q.msgs.get(mid)
             if m is not None and m.state == "delayed":
-                m.seq = next(self._seq)
                 m.state = "ready"
                 heapq.heappush(q.ready, (-m.priority, m.seq, m.id))
         while q.inflight and q.inflight[0][0] <= now:
@@ -924,6 +922,50 @@ class MemoryBackend(Backend):
             self._q_delete(q, m)
             return Delivery(m.id, m.body, m.attempts + 1, "", m.priority, m.enqueued_at)
 
+    def queue_put_many(
+        self,
+        name: str,
+        items: Sequence[tuple[str, str, float, int]],
+        *,
+        new_ids: bool = False,
+    ) -> list[bool]:
+        """Every put of ``items`` under one hold of the store's lock: another thread sees
+        all of them or none (see :meth:`Backend.queue_put_many`)."""
+        with self._cond:
+            return [
+                self.queue_put(name, mid, body, delay, prio, new_id=new_ids)
+                for mid, body, delay, prio in items
+            ]
+
+    def queue_get_many(self, name: str, max_attempts: int, max_n: int) -> list[Delivery]:
+        """Up to ``max_n`` gets under one hold of the store's lock (one atomic step)."""
+        out: list[Delivery] = []
+        with self._cond:
+            while len(out) < max_n:
+                got = self.queue_get(name, max_attempts)
+                if got is None:
+                    break
+                out.append(got)
+        return out
+
+    def queue_receive_many(
+        self,
+        name: str,
+        visibility_timeout: float,
+        max_attempts: int,
+        max_n: int,
+        consumer: str | None = None,
+    ) -> list[Delivery]:
+        """Up to ``max_n`` receives under one hold of the store's lock (one atomic step)."""
+        out: list[Delivery] = []
+        with self._cond:
+            while len(out) < max_n:
+                got = self.queue_receive(name, visibility_timeout, max_attempts, consumer)
+                if got is None:
+                    break
+                out.append(got)
+        return out
+
     def _q_current(self, name: str, msg_id: str, receipt: str) -> tuple[_Queue, _Msg] | None:
         q = self._queue(name)
         m = q.msgs.get(msg_id)
@@ -953,7 +995,6 @@ class MemoryBackend(Backend):
             elif delay > 0:
                 self._q_delay(q, m, time.time() + delay)
             else:
-                m.seq = next(self._seq)
                 self._q_ready(q, m)
             self._cond.notify_all()
             return True
@@ -1007,7 +1048,6 @@ class MemoryBackend(Backend):
             for mid in list(q.dead):
                 m = q.msgs[mid]
                 m.attempts = 0
-                m.seq = next(self._seq)
                 self._q_ready(q, m)
                 n += 1
             q.dead.clear()
