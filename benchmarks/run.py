@@ -4,7 +4,7 @@ Usage (``scripts/bench.sh`` makes the environment with the peers and runs this):
 
     python benchmarks/run.py                   # everything, 5 repetitions (~10 min on 2 cores)
     python benchmarks/run.py --quick           # 2 short repetitions (~2 min)
-    python benchmarks/run.py --only locks      # locks|counters|state|queues (comma-separated)
+    python benchmarks/run.py --only locks      # locks|counters|state|queues|batch (comma-separated)
     python benchmarks/run.py --repeat 7 --duration 1
     python benchmarks/run.py --filter redis    # rows whose id contains a substring
     python benchmarks/run.py --save            # also results/<date>-<N>core.json and .txt
