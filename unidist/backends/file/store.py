@@ -62,7 +62,8 @@ from unidist.errors import BackendUnavailable, InvalidName
 
 T = TypeVar("T")
 
-#: object handles (3 descriptors each) kept open per backend; older idle ones are closed.
+#: object handles kept open per backend (3 descriptors each; up to 5 under fsync=always, plus
+#: a queue's kept journals while it reads them); older idle ones are closed.
 MAX_OPEN_HANDLES: Final = 128
 
 _FAMILIES: Final[dict[str, tuple[str, type[ObjectState], str]]] = {
