@@ -83,6 +83,9 @@ def _fdatasync(fd: int) -> None:
 _APPLY_ERRORS = (KeyError, ValueError, TypeError, OverflowError, IndexError, AttributeError)
 _SNAPSHOT_LIMIT = 1 << 62
 _SNAP_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: descriptors of kept older journals a handle keeps open (bodies are read in put order, so
+#: the oldest one or two generations are the ones in use).
+MAX_SEGMENT_FDS = 2
 #: body bytes one relocation record may carry (see Handle._relocate).
 RELOCATE_BYTES = 16 << 20
 #: a journal this long is compacted whatever its record count (big batch records).
@@ -398,7 +401,7 @@ class Handle:
     def _segment(self, gen: int) -> int:
         fd = self.segs.get(gen)
         if fd is None:
-            if len(self.segs) >= 16:
+            if len(self.segs) >= MAX_SEGMENT_FDS:
                 _io.close_quietly(self.segs.pop(next(iter(self.segs))))
             fd = self.segs[gen] = _io.open_file(f"journal.{gen}", self.dir_fd, os.O_RDONLY)
         return fd
