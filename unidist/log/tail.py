@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +28,8 @@ _RELATIVE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _BLOCK: Final = 64 * 1024
 _POLL: Final = 0.25
+#: listing passes to find the rotated-away file again while rotations keep moving it.
+_CATCH_UP_PASSES: Final = 200
 
 
 def parse_since(text: str) -> float:
@@ -223,10 +226,13 @@ def _poll_track(
     held = open_fds.get(track)
     if held is not None and (held[1], held[2]) != (st.st_dev, st.st_ino):
         _read_new(track, held, open_fds, pending, flt, emit)  # finish the rotated file
-        os.close(held[0])
         del open_fds[track]
         pending.pop(track, None)
-        held = _catch_up(path, track, (held[1], held[2]), flt, emit)
+        old_fd = held[0]
+        try:
+            held = _catch_up(path, track, (held[1], held[2]), old_fd, flt, emit)
+        finally:
+            os.close(old_fd)
         if held is not None:
             open_fds[track] = held
     if held is None:
@@ -248,6 +254,7 @@ def _catch_up(
     path: Path,
     track: str,
     old: tuple[int, int],
+    old_fd: int,
     flt: Filter,
     emit: Emit,
 ) -> tuple[int, int, int, int] | None:
@@ -259,19 +266,29 @@ def _catch_up(
     """
     listed: dict[tuple[int, int], tuple[int, int]] = {}  # key -> (rank, fd)
     try:
-        # Newest first: a rotation meanwhile moves files towards names not yet visited, so a
-        # file can be seen twice (kept once) but never skipped.
-        for tf in reversed(track_files(path.parent, {track})):
-            try:
-                fd = os.open(tf.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            fst = os.fstat(fd)
-            key = (fst.st_dev, fst.st_ino)
-            if key in listed:
-                os.close(fd)
-                continue
-            listed[key] = (tf.rank, fd)
+        for attempt in range(_CATCH_UP_PASSES):
+            if attempt:
+                # Rotations outran the pass (``old`` moved past the names listed while it
+                # ran): look again once they pause. ``old`` is gone only once deleted.
+                for _, fd in listed.values():
+                    os.close(fd)
+                listed.clear()
+                time.sleep(min(0.2, 0.005 * attempt))
+            # Newest first: a rotation meanwhile moves files towards names not yet visited, so
+            # a file can be seen twice (kept once) but never skipped.
+            for tf in reversed(track_files(path.parent, {track})):
+                try:
+                    fd = os.open(tf.path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                fst = os.fstat(fd)
+                key = (fst.st_dev, fst.st_ino)
+                if key in listed:
+                    os.close(fd)
+                    continue
+                listed[key] = (tf.rank, fd)
+            if old in listed or os.fstat(old_fd).st_nlink == 0:
+                break
         if old not in listed:
             return None
         old_rank = listed[old][0]
