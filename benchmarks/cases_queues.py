@@ -468,8 +468,9 @@ for which, dur in (("plain", "server: no persistence"), ("aof", "AOF appendfsync
         needs=("redis",),
         note=""
         if sfx
-        else "XADD; XREADGROUP count=1 (one consumer group, a consumer per worker); XACK: "
-        "at-least-once; compared with unidist receive+ack.",
+        else "XADD; XREADGROUP count=1 BLOCK (one consumer group, a consumer per worker); "
+        "XACK: at-least-once; compared with unidist receive+ack. XACK leaves the entry in the "
+        "stream (no XDEL, so the stream grows); unidist's ack deletes the message.",
     )
     target(
         unidist=u_get,
