@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final
 
-from unidist._clock import Deadline, check_timeout
+from unidist._clock import Deadline, check_timeout, monotonic
 from unidist._facade import Primitive
 from unidist._names import check_name
 from unidist.backends.base import Backend, Delivery
@@ -88,7 +88,11 @@ class Message:
     def __init__(self, queue: MessageQueue, delivery: Delivery) -> None:
         self._queue = queue
         self.id = delivery.id
-        self.body: JSON = decode(delivery.body, where=f"queue {queue.name!r} message {delivery.id}")
+        try:
+            self.body: JSON = decode(delivery.body)
+        except CorruptData:  # raise again, naming the message
+            decode(delivery.body, where=f"queue {queue.name!r} message {delivery.id}")
+            raise
         self.attempts = delivery.attempts
         self.priority = delivery.priority
         self.enqueued_at = delivery.enqueued_at
@@ -265,7 +269,9 @@ class MessageQueue(Primitive):
     def _wait_for(self, ack_at_once: bool, block: bool, timeout: float | None) -> Delivery:
         timeout = check_timeout(timeout)
         be = self._backend
-        deadline = Deadline(timeout if block else 0)
+        # The deadline counts from here, but is only built once a take finds nothing.
+        started = monotonic()
+        deadline: Deadline | None = None
         member = None if ack_at_once else current_member()
         while True:
             if ack_at_once:
@@ -283,6 +289,9 @@ class MessageQueue(Primitive):
                 )
             if delivery is not None:
                 return delivery
+            if deadline is None:
+                left = None if timeout is None else timeout - (monotonic() - started)
+                deadline = Deadline(left if block else 0)
             if deadline.expired:
                 raise Empty(f"queue {self._name!r} has no ready message")
             be.queue_wait(self._name, deadline.remaining(_WAIT_SLICE))
@@ -294,7 +303,11 @@ class MessageQueue(Primitive):
             Empty: no message was ready within ``timeout`` (at once with ``block=False``).
         """
         delivery = self._wait_for(True, block, timeout)
-        return decode(delivery.body, where=f"queue {self._name!r} message {delivery.id}")
+        try:
+            return decode(delivery.body)
+        except CorruptData:  # raise again, naming the message
+            decode(delivery.body, where=f"queue {self._name!r} message {delivery.id}")
+            raise
 
     def get_nowait(self) -> JSON:
         """``get(block=False)``."""

@@ -9,10 +9,13 @@ import os
 import threading
 import time
 
+import pytest
 import redis
 
+import unidist
 from backends.redis.server import RedisServer
 from unidist.backends.redis import RedisBackend
+from unidist.errors import CorruptData
 
 
 def _ids(be: RedisBackend, name: str, n: int) -> list[str]:
@@ -411,3 +414,22 @@ def test_body_with_spaces_and_newlines_survives_every_state(rbe: RedisBackend) -
     d = rbe.queue_get("q", 2)
     assert d is not None
     assert (d.body, d.attempts) == (body, 1)
+
+
+def test_corrupt_body_names_the_queue_and_message(
+    rbe: RedisBackend, raw: redis.Redis, prefix: str
+) -> None:
+    """A stored body that is not JSON raises CorruptData naming the queue and the message,
+    from get() and from receive() (the name is built only when decoding fails)."""
+    q = unidist.MessageQueue("q", backend=rbe)
+    for _ in range(2):
+        msg_id = q.put({"a": 1})
+        key = f"{prefix}{{q:q}}:m"
+        record = raw.hget(key, msg_id)
+        assert record is not None
+        header = " ".join(str(record).split(" ", 5)[:5])
+        raw.hset(key, msg_id, header + ' {"a":')
+    with pytest.raises(CorruptData, match=r"queue 'q' message [0-9a-f]{32}"):
+        q.get(timeout=1)
+    with pytest.raises(CorruptData, match=r"queue 'q' message [0-9a-f]{32}"):
+        q.receive(timeout=1)
