@@ -932,21 +932,12 @@ class MemoryBackend(Backend):
         """Every put of ``items`` under one hold of the store's lock: another thread sees
         all of them or none (see :meth:`Backend.queue_put_many`)."""
         with self._cond:
-            return [
-                self.queue_put(name, mid, body, delay, prio, new_id=new_ids)
-                for mid, body, delay, prio in items
-            ]
+            return super().queue_put_many(name, items, new_ids=new_ids)
 
     def queue_get_many(self, name: str, max_attempts: int, max_n: int) -> list[Delivery]:
         """Up to ``max_n`` gets under one hold of the store's lock (one atomic step)."""
-        out: list[Delivery] = []
         with self._cond:
-            while len(out) < max_n:
-                got = self.queue_get(name, max_attempts)
-                if got is None:
-                    break
-                out.append(got)
-        return out
+            return super().queue_get_many(name, max_attempts, max_n)
 
     def queue_receive_many(
         self,
@@ -957,14 +948,10 @@ class MemoryBackend(Backend):
         consumer: str | None = None,
     ) -> list[Delivery]:
         """Up to ``max_n`` receives under one hold of the store's lock (one atomic step)."""
-        out: list[Delivery] = []
         with self._cond:
-            while len(out) < max_n:
-                got = self.queue_receive(name, visibility_timeout, max_attempts, consumer)
-                if got is None:
-                    break
-                out.append(got)
-        return out
+            return super().queue_receive_many(
+                name, visibility_timeout, max_attempts, max_n, consumer
+            )
 
     def _q_current(self, name: str, msg_id: str, receipt: str) -> tuple[_Queue, _Msg] | None:
         q = self._queue(name)
