@@ -226,13 +226,19 @@ def _poll_track(
     held = open_fds.get(track)
     if held is not None and (held[1], held[2]) != (st.st_dev, st.st_ino):
         _read_new(track, held, open_fds, pending, flt, emit)  # finish the rotated file
-        del open_fds[track]
+        old = open_fds.pop(track)
         pending.pop(track, None)
-        old_fd = held[0]
         try:
-            held = _catch_up(path, track, (held[1], held[2]), old_fd, flt, emit)
-        finally:
-            os.close(old_fd)
+            held = _catch_up(path, track, (old[1], old[2]), old[0], flt, emit)
+        except BaseException:
+            os.close(old[0])
+            raise
+        if held is None and os.fstat(old[0]).st_nlink > 0:
+            # No current file right now (mid-rotation): stay anchored on the file read to its
+            # end, so that the next poll catches up from it instead of from the new file.
+            held = old
+        else:
+            os.close(old[0])
         if held is not None:
             open_fds[track] = held
     if held is None:
@@ -262,7 +268,8 @@ def _catch_up(
     and return the current file, unread, as ``(fd, dev, ino, 0)``.
 
     Files are opened (pinned) before any is read, so a rotation meanwhile is caught at the
-    next poll. None when ``old`` was deleted or the current file is missing.
+    next poll. Without a current file (mid-rotation), the newest rotated file read, at its
+    end. None when ``old`` was deleted, or nothing newer than it exists yet.
     """
     listed: dict[tuple[int, int], tuple[int, int]] = {}  # key -> (rank, fd)
     try:
@@ -296,6 +303,7 @@ def _catch_up(
             (rank, key) for key, (rank, _) in listed.items() if rank < old_rank and key != old
         )
         current: tuple[int, int, int, int] | None = None
+        last: tuple[int, int, int, int] | None = None
         for rank, key in reversed(newer):
             fd = listed[key][1]
             if rank == 0:  # read by the caller, which keeps any partial last line
@@ -304,6 +312,12 @@ def _catch_up(
                 continue
             scratch = {track: (fd, key[0], key[1], 0)}
             _read_new(track, scratch[track], scratch, {}, flt, emit)
+            last = scratch[track]
+        if current is None and last is not None:
+            # No current file (mid-rotation): the newest rotated file, read to its end, is
+            # where the next poll catches up from.
+            del listed[(last[1], last[2])]
+            return last
         return current
     finally:
         for _, fd in listed.values():
