@@ -15,18 +15,7 @@
 local mode = ARGV[1]
 local maxa = tonumber(ARGV[2])
 local batch = tonumber(ARGV[3])
--- The server clock, read once and only when needed (a get with nothing delayed or in
--- flight never needs it).
-local now
-local function clock()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
-  return now
-end
--- A record is "attempts enqueued_us nonce rank receipt body"; pos is where the body starts.
-local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+) ()'
+-- @include _queue_common.lua
 
 -- One EXISTS instead of two range reads while nothing is delayed or in flight.
 local pending = redis.call('EXISTS', KEYS[3], KEYS[4]) > 0
@@ -41,20 +30,7 @@ if pending then
       redis.call('ZADD', KEYS[2], 0, rank)
     end
   end
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', KEYS[4], id)
-    local meta = redis.call('HGET', KEYS[1], id)
-    if meta then
-      local a, e, n, rank, _, pos = string.match(meta, pat)
-      redis.call('HSET', KEYS[1], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' - ' .. string.sub(meta, pos))
-      if tonumber(a) >= maxa then
-        redis.call('ZADD', KEYS[5], now, id)
-      else
-        redis.call('ZADD', KEYS[2], 0, rank)
-      end
-    end
-  end
+  requeue_expired(batch, maxa)
 end
 
 local find = string.find

@@ -13,15 +13,7 @@ local mode = ARGV[1]
 local maxa = tonumber(ARGV[3])
 local batch = tonumber(ARGV[5])
 local want = tonumber(ARGV[7])
-local now
-local function clock()
-  if not now then
-    local t = redis.call('TIME')
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
-  return now
-end
-local pat = '^(%d+) (%d+) (%S+) (%S+) (%S+) ()'
+-- @include _queue_common.lua
 -- Many members/fields in one command; unpack in slices (Lua's stack is bounded).
 local function bulk(cmd, key, args)
   for i = 1, #args, 1000 do
@@ -45,20 +37,7 @@ if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
     bulk('ZREM', KEYS[3], due)
     bulk('ZADD', KEYS[2], ranks)
   end
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, batch)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', KEYS[4], id)
-    local meta = redis.call('HGET', KEYS[1], id)
-    if meta then
-      local a, e, n, rank, _, pos = string.match(meta, pat)
-      redis.call('HSET', KEYS[1], id, a .. ' ' .. e .. ' ' .. n .. ' ' .. rank .. ' - ' .. string.sub(meta, pos))
-      if tonumber(a) >= maxa then
-        redis.call('ZADD', KEYS[5], now, id)
-      else
-        redis.call('ZADD', KEYS[2], 0, rank)
-      end
-    end
-  end
+  requeue_expired(batch, maxa)
 end
 
 local out = {1}
