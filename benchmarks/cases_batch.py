@@ -12,6 +12,8 @@ from typing import Any
 
 from _common import MESSAGE, file_url, memory_url, redis_client
 from _harness import impl, target
+from cases_counters import w_incr
+from cases_queues import _unidist_get_worker
 
 BATCH = 100
 OP_Q = f"queue put_many+get_many ({BATCH} x 100 B messages per call; ops = messages)"
@@ -39,20 +41,6 @@ def _unidist_batch_worker(url: str, env: Any) -> Any:
     return run
 
 
-def _unidist_single_worker(url: str, env: Any) -> Any:
-    import unidist
-
-    q = unidist.MessageQueue(f"bench-{env.tag}", backend=url)
-
-    def run(n: int) -> None:
-        put, get = q.put, q.get
-        for _ in range(n):
-            put(MESSAGE)
-            get(timeout=30)
-
-    return run
-
-
 def _url_of(backend: str, fsync: str | None = None) -> Any:
     def url(env: Any) -> str:
         if backend == "memory":
@@ -73,7 +61,7 @@ def _batch_worker(url: Any) -> Any:
 
 def _single_worker(url: Any) -> Any:
     def worker(env: Any, shared: Any, i: int) -> Any:
-        return _unidist_single_worker(url(env), env)
+        return _unidist_get_worker(env, url(env))
 
     return worker
 
@@ -178,18 +166,6 @@ def _counter_worker(url: Any) -> Any:
         return run
 
     return worker
-
-
-def w_incr(env: Any, shared: Any, i: int) -> Any:
-    r = redis_client(env.redis_url())
-    key = f"bench:{env.tag}:incr"
-
-    def run(n: int) -> None:
-        incr = r.incr
-        for _ in range(n):
-            incr(key)
-
-    return run, r.close
 
 
 def w_incr_pipelined(env: Any, shared: Any, i: int) -> Any:
